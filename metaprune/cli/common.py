@@ -1,0 +1,34 @@
+"""Shared CLI helpers: option parsing and output."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import yaml
+
+from pruningnet.errors import UserError
+
+
+def parse_key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
+    """``("a=1", "b=[1,2]")`` -> ``{"a": 1, "b": [1, 2]}``; values are read as YAML scalars or lists."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"{flag} {pair!r} is not key=value")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+options_option = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+                              help="Space option, e.g. -o input_size=32 -o small_input=true "
+                                   "-o num_classes=10 -o width_mult=1.0 -o round_to=8.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

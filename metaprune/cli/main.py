@@ -1,0 +1,61 @@
+"""Entry point: the click group and the one place where user errors become one line and exit 2."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pruningnet.errors import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="metaprune")
+def cli() -> None:
+    """Find per-layer channel counts under a compute budget, MetaPruning-style, and prove the pick
+    by training it from scratch.
+
+    Costs are MACs (multiply-accumulates of conv and linear layers, BN folded): the unit that
+    pruning papers call FLOPs. FLOPs in the strict sense are 2 x MACs.
+    """
+
+
+def _register() -> None:
+    from . import space_cmds  # noqa: F401
+    for name in ("pruningnet_cmds", "search_cmds", "train_cmds", "quickstart_cmds", "latency_cmds"):
+        try:
+            __import__(f"{__package__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{name}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print ``metaprune: error: ...`` and return 2."""
+    _register()
+    try:
+        cli.main(args=argv, prog_name="metaprune", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        return 0
+    except click.UsageError as e:
+        msg = e.format_message().replace("\n", " ")
+        if e.ctx is not None:
+            msg = f"{e.ctx.command_path}: {msg}"
+        click.echo(f"metaprune: error: {msg}", err=True)
+        return 2
+    except click.ClickException as e:
+        click.echo(f"metaprune: error: {e.format_message()}", err=True)
+        return 2
+    except UserError as e:
+        click.echo(f"metaprune: error: {e}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("metaprune: aborted", err=True)
+        return 130
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""``metaprune space``, ``cost`` and ``build``: spaces, specs and static models."""
+from __future__ import annotations
+
+import click
+
+from pruningnet import build_model, count_cost, get_space, list_spaces
+from pruningnet.cost import cost_model
+from pruningnet.spaces import space_summary
+
+from ..export import FORMATS, export_model
+from ..specfile import load_spec
+from ..units import format_count
+from .common import echo_json, json_option, options_option, parse_key_values
+from .main import cli
+
+
+@cli.group()
+def space() -> None:
+    """List and inspect search spaces."""
+
+
+@space.command("list")
+@click.argument("pattern", default="*")
+def space_list(pattern: str) -> None:
+    """List registered spaces (PATTERN is a shell wildcard)."""
+    for name in list_spaces(pattern):
+        click.echo(f"{name:14s} {space_summary(name)}")
+
+
+def space_info(name: str, options: dict) -> dict:
+    sp = get_space(name, **options)
+    cm = cost_model(sp)
+    lo, hi = sp.min_channels(), sp.max_channels()
+    return {"space": sp.name, "options": sp.options,
+            "units": [{"name": u.name, "max": u.max, "choices": list(u.choices)} for u in sp.units],
+            "min_macs": int(cm.macs(lo)[0]), "max_macs": int(cm.macs(hi)[0]),
+            "min_params": int(cm.params(lo)[0]), "max_params": int(cm.params(hi)[0])}
+
+
+@space.command("show")
+@click.argument("name")
+@options_option
+@json_option
+def space_show(name: str, options: tuple[str, ...], as_json: bool) -> None:
+    """Print a space's units in run order and its smallest and largest member's cost (MACs = FLOPs)."""
+    info = space_info(name, parse_key_values(options, "-o"))
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"space {info['space']}: {len(info['units'])} units")
+    click.echo(f"{'unit':22s} {'max':>6s} {'choices':>8s}  range")
+    for u in info["units"]:
+        c = u["choices"]
+        click.echo(f"{u['name']:22s} {u['max']:6d} {len(c):8d}  {c[0]}..{c[-1]}")
+    click.echo(f"smallest: {format_count(info['min_macs'])} MACs, {format_count(info['min_params'])} params")
+    click.echo(f"largest:  {format_count(info['max_macs'])} MACs, {format_count(info['max_params'])} params")
+
+
+@cli.command()
+@click.argument("spec_file", metavar="SPEC")
+@json_option
+def cost(spec_file: str, as_json: bool) -> None:
+    """MACs (conv + linear, BN folded; the papers' FLOPs) and parameters of a subnet spec."""
+    c = count_cost(load_spec(spec_file))
+    if as_json:
+        echo_json(c)
+    else:
+        click.echo(f"MACs:   {c['macs']:,} ({format_count(c['macs'])}; FLOPs = 2 x MACs)")
+        click.echo(f"params: {c['params']:,} ({format_count(c['params'])})")
+
+
+@cli.command()
+@click.argument("spec_file", metavar="SPEC")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="torchscript", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
+def build(spec_file: str, fmt: str, output: str) -> None:
+    """Build a spec's network (random init) and write it as TorchScript or ONNX."""
+    spec = load_spec(spec_file)
+    opts = spec.space.options
+    export_model(build_model(spec), output, fmt, opts["input_size"], opts["in_channels"])
+    click.echo(f"wrote {output} ({fmt})")

@@ -1,0 +1,153 @@
+"""Exact analytic cost: conv + linear MACs (BN folded) and parameters as torchvision counts them.
+
+Every layer's MACs and parameters are a bilinear form in the channel vector, so a space compiles
+once into two small matrices and a whole population is costed with two matrix products.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from .errors import UserError
+from .spaces.ir import Block, Classifier, Conv, MaxPool, Node, Ref, Space, conv_out_size
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One conv or linear layer at a given input size: the shapes the latency table keys on."""
+
+    name: str
+    kind: str  # "conv", "dwconv" or "linear"
+    in_ch: Ref
+    out_ch: Ref
+    kernel: int
+    stride: int
+    in_size: int
+    out_size: int
+
+
+def layer_table(space: Space) -> list[LayerCost]:
+    """Every conv and linear layer of ``space`` in run order, with its spatial sizes."""
+    rows: list[LayerCost] = []
+    size = space.options["input_size"]
+
+    def conv(prefix: str, c: Conv, in_size: int) -> int:
+        out = conv_out_size(in_size, c.kernel, c.stride, c.padding)
+        rows.append(LayerCost(f"{prefix}{c.name}", "dwconv" if c.depthwise else "conv",
+                              c.in_ch, c.out_ch, c.kernel, c.stride, in_size, out))
+        return out
+
+    node: Node
+    for node in space.nodes:
+        if isinstance(node, Conv):
+            size = conv("", node, size)
+        elif isinstance(node, Block):
+            start = size
+            for c in node.convs:
+                size = conv(f"{node.name}.", c, size)
+            if node.shortcut is not None:
+                conv(f"{node.name}.", node.shortcut, start)
+        elif isinstance(node, MaxPool):
+            size = conv_out_size(size, node.kernel, node.stride, node.padding)
+        elif isinstance(node, Classifier):
+            rows.append(LayerCost(node.name, "linear", node.in_ch, node.num_classes, 1, 1, 1, 1))
+    return rows
+
+
+class CostModel:
+    """MACs and parameters of any channel vector of one space, scalar or batched."""
+
+    def __init__(self, space: Space):
+        self.space = space
+        self.units = space.unit_names
+        self._index = {u: i for i, u in enumerate(self.units)}
+        n = len(self.units) + 1  # last column is the constant 1
+        self._one = n - 1
+        self._q_macs = np.zeros((n, n))
+        self._q_params = np.zeros((n, n))
+        for row in layer_table(space):
+            self._add(row)
+
+    def _ref(self, ref: Ref) -> tuple[int, int]:
+        return (self._one, ref) if isinstance(ref, int) else (self._index[ref], 1)
+
+    def _term(self, q: np.ndarray, coef: int, a: Ref, b: Ref | None = None) -> None:
+        ia, ma = self._ref(a)
+        ib, mb = self._ref(b) if b is not None else (self._one, 1)
+        q[min(ia, ib), max(ia, ib)] += coef * ma * mb
+
+    def _add(self, r: LayerCost) -> None:
+        k2, hw = r.kernel * r.kernel, r.out_size * r.out_size
+        if r.kind == "dwconv":
+            self._term(self._q_macs, k2 * hw, r.out_ch)
+            self._term(self._q_params, k2 + 2, r.out_ch)  # weight + BN weight and bias
+        elif r.kind == "conv":
+            self._term(self._q_macs, k2 * hw, r.in_ch, r.out_ch)
+            self._term(self._q_params, k2, r.in_ch, r.out_ch)
+            self._term(self._q_params, 2, r.out_ch)
+        else:  # linear with bias
+            self._term(self._q_macs, 1, r.in_ch, r.out_ch)
+            self._term(self._q_params, 1, r.in_ch, r.out_ch)
+            self._term(self._q_params, 1, r.out_ch)
+
+    def as_matrix(self, channels: np.ndarray | Mapping[str, int]) -> np.ndarray:
+        """A (N, units) float array from an array of vectors or one channels dict."""
+        if isinstance(channels, Mapping):
+            channels = np.array([[channels[u] for u in self.units]])
+        x = np.asarray(channels, dtype=np.float64)
+        return x.reshape(1, -1) if x.ndim == 1 else x
+
+    def _eval(self, q: np.ndarray, channels) -> np.ndarray:
+        x = self.as_matrix(channels)
+        xa = np.hstack([x, np.ones((x.shape[0], 1))])
+        return np.rint(np.einsum("ij,ij->i", xa @ q, xa)).astype(np.int64)
+
+    def macs(self, channels) -> np.ndarray:
+        """MACs (the papers' "FLOPs") of each row of ``channels``; int64, exact below 2**53."""
+        return self._eval(self._q_macs, channels)
+
+    def params(self, channels) -> np.ndarray:
+        """Parameters of each row of ``channels`` (conv, BN affine, linear weight and bias)."""
+        return self._eval(self._q_params, channels)
+
+    def uniform_for_budget(self, max_macs: int) -> tuple[float, dict[str, int], int]:
+        """The uniform width ratio whose network has the largest MACs not above ``max_macs``.
+
+        Returns ``(ratio, channels, macs)``. Units held fixed stay at their max.
+        """
+        lo_ch = self.space.uniform_channels(1e-6)
+        lo_macs = int(self.macs(lo_ch)[0])
+        if lo_macs > max_macs:
+            raise UserError(f"budget {max_macs:,} MACs is below the narrowest uniform network "
+                            f"({lo_macs:,} MACs) of space {self.space.name}")
+        lo, hi = 1e-6, 1.0
+        if self.macs(self.space.uniform_channels(1.0))[0] <= max_macs:
+            lo = 1.0
+        else:
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                if self.macs(self.space.uniform_channels(mid))[0] <= max_macs:
+                    lo = mid
+                else:
+                    hi = mid
+        ch = self.space.uniform_channels(lo)
+        return lo, ch, int(self.macs(ch)[0])
+
+
+_MODELS: dict[tuple, CostModel] = {}
+
+
+def cost_model(space: Space) -> CostModel:
+    """The (cached) cost model of ``space``."""
+    key = (space.name, repr(sorted(space.options.items())))
+    if key not in _MODELS:
+        _MODELS[key] = CostModel(space)
+    return _MODELS[key]
+
+
+def count_cost(spec) -> dict[str, int]:
+    """``{"macs": int, "params": int}`` of a :class:`~pruningnet.spec.SubnetSpec`, without building it."""
+    cm = cost_model(spec.space)
+    return {"macs": int(cm.macs(spec.channels)[0]), "params": int(cm.params(spec.channels)[0])}

@@ -1,0 +1,177 @@
+"""Space registry: names map to describers; options are validated and resolved here.
+
+A backbone is one module that calls :func:`register_space` with its default options and a function
+``describe(options) -> (unit_max, nodes)``. Nothing else needs to change to add one.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import UserError
+from .ir import Classifier, Conv, Block, Node, Space, Unit, conv_out_size, round_channels, MaxPool
+
+#: MetaPruning's 31 ratios 0.10, 0.13, ..., 1.00 of the max width.
+METAPRUNING_RATIOS: tuple[float, ...] = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "input_size": 224,
+    "in_channels": 3,
+    "num_classes": 1000,
+    "width_mult": 1.0,
+    "ratios": METAPRUNING_RATIOS,
+    "round_to": 1,
+    "fixed_units": (),
+    "small_input": False,
+}
+
+Describer = Callable[[dict], "tuple[dict[str, int], tuple[Node, ...]]"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    describe: Describer
+    defaults: dict
+    summary: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_space(name: str, *, summary: str, defaults: dict | None = None):
+    """Decorator registering ``describe`` under ``name``; a duplicate name raises."""
+
+    def deco(fn: Describer) -> Describer:
+        if name in _REGISTRY:
+            raise ValueError(f"space {name!r} is already registered")
+        _REGISTRY[name] = _Entry(name, fn, {**COMMON_DEFAULTS, **(defaults or {})}, summary)
+        return fn
+
+    return deco
+
+
+def list_spaces(pattern: str = "*") -> list[str]:
+    """Registered space names, sorted, filtered by a shell-style wildcard."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def space_summary(name: str) -> str:
+    return _entry(name).summary
+
+
+def default_options(name: str) -> dict:
+    return dict(_entry(name).defaults)
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _REGISTRY:
+        raise UserError(f"unknown space {name!r}; accepted: {', '.join(list_spaces())}")
+    return _REGISTRY[name]
+
+
+def parse_ratios(value: Any) -> tuple[float, ...]:
+    """A ratio grid from a list or a ``start:stop:step`` string (stop included)."""
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            start, stop, step = (float(p) for p in parts)
+        except ValueError:
+            raise UserError(f"option ratios={value!r} is not a list or start:stop:step; "
+                            "accepted e.g. 0.1:1.0:0.03 or [0.5, 0.75, 1.0]") from None
+        if step <= 0:
+            raise UserError(f"option ratios={value!r}: step must be > 0")
+        n = int(round((stop - start) / step)) + 1
+        value = [round(start + i * step, 6) for i in range(n)]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(f"option ratios={value!r} must be a non-empty list of numbers in (0, 1]")
+    out = []
+    for r in value:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+            raise UserError(f"option ratios has {r!r}; accepted: numbers in (0, 1]")
+        out.append(float(r))
+    return tuple(sorted(set(out)))
+
+
+def _check_int(key: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise UserError(f"option {key}={value!r} must be an integer >= {lo}")
+    return value
+
+
+def resolve_options(name: str, options: dict | None = None) -> dict:
+    """Defaults overlaid with ``options``; unknown keys and bad values raise :class:`UserError`."""
+    entry = _entry(name)
+    opts = dict(entry.defaults)
+    for key, value in (options or {}).items():
+        if key not in opts:
+            raise UserError(f"unknown option {key!r} for space {name}; accepted: "
+                            f"{', '.join(sorted(opts))}")
+        opts[key] = value
+    opts["input_size"] = _check_int("input_size", opts["input_size"], 8)
+    opts["in_channels"] = _check_int("in_channels", opts["in_channels"], 1)
+    opts["num_classes"] = _check_int("num_classes", opts["num_classes"], 1)
+    opts["round_to"] = _check_int("round_to", opts["round_to"], 1)
+    wm = opts["width_mult"]
+    if isinstance(wm, bool) or not isinstance(wm, (int, float)) or not 0 < wm <= 8:
+        raise UserError(f"option width_mult={wm!r} must be a number in (0, 8]")
+    opts["width_mult"] = float(wm)
+    opts["ratios"] = list(parse_ratios(opts["ratios"]))
+    if not isinstance(opts["small_input"], bool):
+        raise UserError(f"option small_input={opts['small_input']!r} must be true or false")
+    fixed = opts["fixed_units"]
+    if isinstance(fixed, str):
+        fixed = [f for f in fixed.split(",") if f]
+    if not isinstance(fixed, (list, tuple)) or not all(isinstance(f, str) for f in fixed):
+        raise UserError(f"option fixed_units={fixed!r} must be a list of unit names")
+    opts["fixed_units"] = sorted(set(fixed))
+    return opts
+
+
+def _units_in_run_order(nodes: tuple[Node, ...]) -> list[str]:
+    order: list[str] = []
+    for node in nodes:
+        convs = [node] if isinstance(node, Conv) else (
+            list(node.convs) + ([node.shortcut] if node.shortcut else []) if isinstance(node, Block) else [])
+        for c in convs:
+            for ref in (c.in_ch, c.out_ch):
+                if isinstance(ref, str) and ref not in order:
+                    order.append(ref)
+    return order
+
+
+def _check_spatial(name: str, opts: dict, nodes: tuple[Node, ...]) -> None:
+    size = opts["input_size"]
+    for node in nodes:
+        convs = [node] if isinstance(node, Conv) else list(node.convs) if isinstance(node, Block) else []
+        for c in convs:
+            size = conv_out_size(size, c.kernel, c.stride, c.padding)
+        if isinstance(node, MaxPool):
+            size = conv_out_size(size, node.kernel, node.stride, node.padding)
+        if size < 1:
+            raise UserError(f"option input_size={opts['input_size']} is too small for space {name}")
+
+
+def get_space(name: str, **options: Any) -> Space:
+    """The space ``name`` with ``options`` resolved over its defaults."""
+    entry = _entry(name)
+    opts = resolve_options(name, options)
+    unit_max, nodes = entry.describe(opts)
+    _check_spatial(name, opts, nodes)
+    order = _units_in_run_order(nodes)
+    assert set(order) == set(unit_max), "describer units and nodes disagree"
+    unknown = [f for f in opts["fixed_units"] if f not in unit_max]
+    if unknown:
+        raise UserError(f"option fixed_units names unknown unit {unknown[0]!r}; accepted: "
+                        f"{', '.join(order)}")
+    units = []
+    for u in order:
+        mx = unit_max[u]
+        if u in opts["fixed_units"]:
+            choices = (mx,)
+        else:
+            choices = tuple(sorted({min(mx, round_channels(mx * r, opts["round_to"]))
+                                    for r in opts["ratios"]}))
+        units.append(Unit(u, mx, choices))
+    return Space(name, opts, tuple(units), nodes)

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from metaprune import build_model, count_cost, get_space, make_spec
+from pruningnet.cost import cost_model
+
+# (space, options, input sizes, vectors): 100+ per backbone, fewer for the extra variants
+SPACES = [
+    ("mobilenet_v1", {"num_classes": 10}, (32, 64), 100),
+    ("mobilenet_v2", {"num_classes": 10}, (32, 56), 100),
+    ("mobilenet_v2", {"num_classes": 10, "small_input": True, "width_mult": 1.0, "round_to": 8}, (32,), 20),
+    ("resnet50", {"num_classes": 10, "ratios": "0.1:0.4:0.03"}, (32, 48), 100),
+    ("resnet50", {"num_classes": 100, "small_input": True, "ratios": "0.1:0.3:0.05"}, (32,), 20),
+]
+
+
+def random_vectors(space, n, seed):
+    rng = np.random.default_rng(seed)
+    return [{u.name: int(rng.choice(u.choices)) for u in space.units} for _ in range(n)]
+
+
+@pytest.mark.parametrize("name, opts, sizes, count", SPACES)
+def test_cost_is_exact_against_flop_counter_and_numel(name, opts, sizes, count):
+    """Random vectors: analytic MACs (scalar and batch) == FlopCounterMode / 2, params == numel."""
+    n_total = 0
+    for size in sizes:
+        sp = get_space(name, input_size=size, **opts)
+        vectors = random_vectors(sp, count // len(sizes), seed=size)
+        cm = cost_model(sp)
+        batch = cm.macs(np.array([[v[u] for u in sp.unit_names] for v in vectors]))
+        for v, macs_batch in zip(vectors, batch):
+            spec = make_spec(sp, v)
+            model = build_model(spec).eval()
+            with FlopCounterMode(display=False) as fc, torch.no_grad():
+                model(torch.zeros(1, sp.options["in_channels"], size, size))
+            c = count_cost(spec)
+            assert c["macs"] == fc.get_total_flops() // 2 == macs_batch
+            assert c["params"] == sum(p.numel() for p in model.parameters())
+            n_total += 1
+    assert n_total >= count
+
+
+def test_torchvision_parity():
+    import torchvision
+
+    mv2 = make_spec(sp := get_space("mobilenet_v2", width_mult=1.0, round_to=8), sp.max_channels())
+    assert count_cost(mv2) == {"macs": 300_774_272, "params": 3_504_872}
+    assert sum(p.numel() for p in torchvision.models.mobilenet_v2().parameters()) == 3_504_872
+    r50 = make_spec(sp := get_space("resnet50"), sp.max_channels())
+    assert count_cost(r50) == {"macs": 4_089_184_256, "params": 25_557_032}
+    v1 = make_spec(sp := get_space("mobilenet_v1"), sp.max_channels())
+    assert round(count_cost(v1)["macs"] / 1e6, 1) == 568.7
+    mv2_14 = make_spec(sp := get_space("mobilenet_v2", width_mult=1.4, round_to=8), sp.max_channels())
+    assert round(count_cost(mv2_14)["macs"] / 1e6, 1) == 582.2
+
+
+def test_torchvision_macs_match_flop_counter():
+    import torchvision
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        torchvision.models.resnet50().eval()(torch.zeros(1, 3, 224, 224))
+    assert fc.get_total_flops() // 2 == 4_089_184_256
+
+
+def test_uniform_baseline_is_largest_under_budget():
+    sp = get_space("mobilenet_v2", input_size=32, small_input=True, num_classes=10)
+    cm = cost_model(sp)
+    full = int(cm.macs(sp.max_channels())[0])
+    for frac in (0.3, 0.6):
+        budget = int(full * frac)
+        ratio, ch, macs = cm.uniform_for_budget(budget)
+        assert macs <= budget
+        # a slightly wider uniform network is over budget
+        assert cm.macs(sp.uniform_channels(ratio + 1e-3))[0] > budget or ratio == 1.0
+        assert macs == cm.macs(ch)[0]
+    assert cm.uniform_for_budget(full * 2)[0] == 1.0
+
+
+def test_uniform_baseline_below_smallest_is_a_user_error():
+    from metaprune import UserError
+
+    sp = get_space("mobilenet_v1", input_size=32, num_classes=10)
+    with pytest.raises(UserError, match="below the narrowest"):
+        cost_model(sp).uniform_for_budget(10)
