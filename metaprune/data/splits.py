@@ -1,0 +1,89 @@
+"""In-memory image splits and the seeded carving of a search split out of the training data."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TensorSplit:
+    """Images as a uint8 (N, C, H, W) tensor and int64 labels; batches come out normalised floats."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    flip: bool = False  # horizontal flips are fine for photos, not for digits
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "TensorSplit":
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return TensorSplit(self.images[idx], self.labels[idx], self.mean, self.std, self.flip)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised float batches; ``augment`` pads by 1/8 of the size and crops back (and flips)."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            x = self.images[idx].float().div_(255)
+            if augment:
+                x = _random_shift(x, generator, self.flip)
+            x = (x - mean) / std
+            yield x.to(device, non_blocking=True), self.labels[idx].to(device, non_blocking=True)
+
+
+def _random_shift(x: torch.Tensor, generator: torch.Generator | None, flip: bool) -> torch.Tensor:
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    # gather one crop per image with unfold-free indexing
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))
+    out = padded[torch.arange(n).view(n, 1, 1), :, rows.view(n, h, 1), cols.view(n, 1, w)]
+    out = out.permute(0, 3, 1, 2)
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        out[mask] = out[mask].flip(-1)
+    return out.contiguous()
+
+
+def stratified_carve(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(rest, carved)`` where ``carved`` holds ``per_class`` random images of each class
+    (all of a class if it has fewer than twice that, half of them)."""
+    carved = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = min(per_class, len(idx) // 2)
+        carved.append(rng.choice(idx, size=k, replace=False))
+    carved_idx = np.sort(np.concatenate(carved))
+    rest = np.setdiff1d(np.arange(len(labels)), carved_idx)
+    return rest, carved_idx
+
+
+@dataclass
+class DataSplits:
+    """The three splits of a dataset. ``search`` is carved from the training data; only final
+    trained models ever see ``test``."""
+
+    name: str
+    train: object
+    search: object
+    test: object
+    num_classes: int
+    in_channels: int
+    image_size: int
+    info: dict = field(default_factory=dict)
