@@ -1,0 +1,160 @@
+"""Typed configs from YAML: nested frozen dataclasses, validated before any work starts.
+
+``load_config(Schema, path, overrides)`` reads a YAML file, applies ``--set a.b=value`` overrides
+and builds the dataclass; an unknown key, a wrong type or a failed check raises one
+:class:`UserError` line naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from pruningnet.errors import UserError
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"config file {str(p)!r} must hold a mapping of keys")
+    return doc
+
+
+def apply_overrides(doc: dict, overrides: Mapping[str, Any]) -> dict:
+    """``{"train.lr": 0.1}`` sets ``doc["train"]["lr"]``; a copy is returned."""
+    import copy
+
+    doc = copy.deepcopy(doc)
+    for dotted, value in overrides.items():
+        node = doc
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {dotted}: {p!r} is not a section")
+        node[leaf] = value
+    return doc
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise UserError(f"config key {key} must be a section (mapping), got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, a, value)
+            except UserError as e:
+                errors.append(e)
+        raise UserError(f"config key {key}={value!r} has the wrong type; accepted: "
+                        f"{' or '.join(_type_name(a) for a in args)}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise UserError(f"config key {key}={value!r} is not accepted; accepted: "
+                            f"{', '.join(map(str, allowed))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {key}={value!r} must be a list")
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return tuple(_coerce(f"{key}[{i}]", item, v) for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise UserError(f"config key {key} must be a mapping")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key {key}={value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key {key}={value!r} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config key {key}={value!r} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config key {key}={value!r} must be a string")
+        return value
+    return value
+
+
+def from_dict(schema: type[T], doc: Mapping[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``schema`` from ``doc``; unknown keys and bad values raise :class:`UserError`.
+
+    After construction, a ``validate()`` method on any section is called to check ranges.
+    """
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key in doc:
+        if key not in fields:
+            raise UserError(f"unknown config key {prefix}{key}; accepted in this section: "
+                            f"{', '.join(sorted(fields))}")
+    kwargs = {k: _coerce(prefix + k, hints[k], v) for k, v in doc.items()}
+    obj = schema(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(prefix)
+    return obj
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                base: Mapping[str, Any] | None = None) -> T:
+    """``base`` (a dict), overlaid by the YAML at ``path``, overlaid by ``overrides``, as ``schema``."""
+    doc = dict(base or {})
+    if path is not None:
+        doc = _deep_merge(doc, read_yaml(path))
+    return from_dict(schema, apply_overrides(doc, overrides or {}))
+
+
+def _deep_merge(a: dict, b: Mapping) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON/YAML-ready dict of a config dataclass (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def check(cond: bool, key: str, value: Any, accepted: str) -> None:
+    """Raise ``UserError("config key KEY=VALUE ...; accepted: ACCEPTED")`` unless ``cond``."""
+    if not cond:
+        raise UserError(f"config key {key}={value!r} is not accepted; accepted: {accepted}")
