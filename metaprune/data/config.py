@@ -1,0 +1,31 @@
+"""The ``data`` section shared by every config (meta-training, search, scratch training)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import check
+from .sources import DATASETS, load_data
+from .splits import DataSplits
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where it lives, and how big the carved search (and in-wheel test) splits are."""
+
+    name: str = "mnist5k"
+    root: str | None = None
+    download: bool = False
+    search_per_class: int | None = None
+    test_per_class: int | None = None
+    image_size: int | None = None  # imagefolder only
+
+    def validate(self, prefix: str = "") -> None:
+        check(self.name in DATASETS, prefix + "name", self.name, ", ".join(DATASETS))
+        for key in ("search_per_class", "test_per_class"):
+            v = getattr(self, key)
+            check(v is None or v >= 1, prefix + key, v, "an integer >= 1")
+
+    def load(self, seed: int) -> DataSplits:
+        return load_data(self.name, root=self.root, seed=seed, download=self.download,
+                         search_per_class=self.search_per_class, test_per_class=self.test_per_class,
+                         image_size=self.image_size)
