@@ -197,28 +197,29 @@ class _Search:
         return pop
 
     def _breed(self) -> list:
-        """Mutants and crossovers of the elite: feasible (shrunk if needed) and never seen before."""
-        tb, s = self.toolbox, self.settings
-        children, seen = [], set(self.cache)
+        """Mutants and crossovers of the elite: feasible (shrunk if needed) and never seen before.
 
-        def keep(child) -> bool:
-            child = tb.repair(child)
-            if tuple(child) in seen:
-                return False
-            seen.add(tuple(child))
-            children.append(child)
-            return True
-
-        with self._own_random():
-            for count, make in ((s.mutations, self._mutant), (s.crossovers, self._crossover)):
-                made = 0
-                for _ in range(ATTEMPTS_PER_CHILD * count):
-                    if made == count:
-                        break
-                    child = make()
-                    if child is not None and keep(child):
-                        made += 1
-        return children
+        Children are made and repaired in batches; a batch's duplicates are made again, for at
+        most ``ATTEMPTS_PER_CHILD`` rounds, so a nearly full neighbourhood cannot loop forever.
+        """
+        s = self.settings
+        seen = set(self.cache)
+        wanted = {self._mutant: s.mutations, self._crossover: s.crossovers}
+        kept: dict = {make: [] for make in wanted}
+        for _ in range(ATTEMPTS_PER_CHILD):
+            with self._own_random():
+                batch = [(make, child) for make, count in wanted.items()
+                         for child in (make() for _ in range(count - len(kept[make])))
+                         if child is not None]
+            if not batch:
+                break
+            genes = self.toolbox.repair(np.array([c for _, c in batch], dtype=np.int64))
+            for (make, _), row in zip(batch, genes):
+                key = tuple(int(g) for g in row)
+                if key not in seen:
+                    seen.add(key)
+                    kept[make].append(self.toolbox.individual(key))
+        return [child for make in wanted for child in kept[make]]
 
     def _mutant(self):
         child = self.toolbox.clone(random.choice(self.elite))

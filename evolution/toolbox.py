@@ -51,7 +51,7 @@ def make_toolbox(problem: Problem, *, strategy: str, objectives: tuple[str, ...]
     tb.register("genes", sample, problem, rng=rng)
     tb.register("individual", lambda genes: ind_cls(int(g) for g in genes))
     tb.register("population", lambda n: [tb.individual(g) for g in tb.genes(n)])
-    tb.register("repair", lambda ind: ind_cls(int(g) for g in repair(problem, np.array([ind]), rng)[0]))
+    tb.register("repair", repair, problem, rng=rng)  # (N, G) genes -> the same rows, shrunk to fit
     tb.register("evaluate", problem.fitness_fn)
     tb.register("map", map_fn)
     tb.register("mate", tools.cxUniform, indpb=crossover_prob)
