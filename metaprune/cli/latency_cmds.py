@@ -1,0 +1,126 @@
+"""``metaprune latency build`` and ``latency check``: per-layer latency tables measured on this machine."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import click
+
+from pruningnet import get_space
+from pruningnet.errors import UserError
+from pruningnet.spaces.ir import Space
+
+from ..latency import (LatencyTable, build_table, check_spec, current_key, default_table_path,
+                       load_table)
+from ..latency.shapes import grid_shapes
+from ..latency.table import DEFAULT_GRID_STEP
+from ..specfile import load_spec
+from .common import echo_json, json_option, options_option, parse_key_values
+from .main import cli
+
+
+@cli.group()
+def latency() -> None:
+    """Per-layer latency lookup tables (ms, measured on this machine) and their end-to-end check."""
+
+
+def _space_of(target: str, options: dict) -> tuple[Space, Path | None]:
+    """The space named by TARGET: a run directory (its space.json) or a space name."""
+    p = Path(target)
+    if p.is_dir():
+        if options:
+            raise UserError(f"-o options apply to a SPACE, not to run directory {target!r} "
+                            "(its space.json fixes the space)")
+        sj = p / "space.json"
+        if not sj.is_file():
+            raise UserError(f"run directory {target!r} has no space.json; accepted: a run directory "
+                            "or a space name")
+        try:
+            doc = json.loads(sj.read_text())
+            name, opts = doc["space"], doc.get("options", {})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{str(sj)!r} is not {{\"space\": NAME, \"options\": {{...}}}}") from None
+        return get_space(name, **opts), p
+    if "/" in target or target.startswith("."):
+        raise UserError(f"run directory {target!r} does not exist; accepted: a run directory or a space name")
+    return get_space(target, **options), None
+
+
+def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"metaprune: warning: {message}", err=True)
+
+
+@latency.command("build")
+@click.argument("target", metavar="RUN|SPACE")
+@options_option
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads while timing [default: torch's].")
+@click.option("--grid-step", type=int, default=DEFAULT_GRID_STEP, show_default=True,
+              help="Dense convs are timed at every Nth (in, out) choice and interpolated; 1 = exact.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Table file [default for RUN: RUN/latency/table.json; required for SPACE].")
+@json_option
+def latency_build(target: str, options: tuple[str, ...], device: str, batch_size: int, threads: int | None,
+                  grid_step: int, out: str | None, as_json: bool) -> None:
+    """Measure a latency table for a run's space (RUN/space.json) or for SPACE with -o options.
+
+    Entries already in an existing table of the same key are kept; progress is saved as it goes.
+    """
+    space, run_dir = _space_of(target, parse_key_values(options, "-o"))
+    if out is None:
+        if run_dir is None:
+            raise UserError("--out FILE is required when building for a space name")
+        out = str(default_table_path(run_dir))
+    key = current_key(device, batch_size, threads)
+    n = len(grid_shapes(space, grid_step)) if isinstance(grid_step, int) and grid_step >= 1 else 0
+    if not as_json:
+        click.echo(f"timing up to {n} layer shapes of {space.name} on {key.device} ({key.device_name}), "
+                   f"{key.threads} threads, batch {key.batch_size}", err=True)
+    t0 = time.perf_counter()
+
+    def progress(i: int, total: int) -> None:
+        if not as_json and (i == total or i % 500 == 0):
+            click.echo(f"  {i}/{total} shapes, {time.perf_counter() - t0:.0f} s", err=True)
+
+    table = build_table(space, device, batch_size, key.threads, grid_step, path=out, progress=progress)
+    cm_lo, cm_hi = table.predict_ms(space, [space.min_channels(), space.max_channels()])
+    info = {"table": out, "space": space.name, "entries": len(table.entries), "measured": table.measured,
+            "seconds": round(time.perf_counter() - t0, 1), "key": table.key.to_dict(),
+            "grid_step": table.grid_step, "min_latency_ms": round(float(cm_lo), 4),
+            "max_latency_ms": round(float(cm_hi), 4)}
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"wrote {out}: {info['entries']} entries ({info['measured']} measured in "
+                   f"{info['seconds']} s); {space.name} predicted {info['min_latency_ms']:.3f} ms "
+                   f"(narrowest) to {info['max_latency_ms']:.3f} ms (widest)")
+
+
+@latency.command("check")
+@click.argument("spec_file", metavar="SPEC")
+@click.option("--table", "table_file", type=click.Path(dir_okay=False),
+              help="Latency table [default: an in-memory table measured now for this spec only].")
+@click.option("--device", default="cpu", show_default=True, help="Without --table: cpu or cuda.")
+@click.option("--threads", type=int, default=None, help="Without --table: torch threads.")
+@json_option
+def latency_check(spec_file: str, table_file: str | None, device: str, threads: int | None,
+                  as_json: bool) -> None:
+    """Time SPEC's built model end to end and print it against the table's prediction."""
+    spec = load_spec(spec_file)
+    if table_file is not None:
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_to_stderr
+            warnings.simplefilter("always")
+            table = load_table(table_file)
+    else:
+        table = LatencyTable(current_key(device, 1, threads))
+    r = check_spec(spec, table)
+    if as_json:
+        echo_json({**r.to_dict(), "table": table_file})
+        return
+    click.echo(f"predicted: {r.predicted_ms:.3f} ms  ({'table ' + table_file if table_file else 'measured now'})")
+    click.echo(f"measured:  {r.measured_ms:.3f} ms  (median, {r.device}, {r.threads} threads, batch {r.batch_size})")
+    click.echo(f"error:     {r.error_pct:+.1f}%")

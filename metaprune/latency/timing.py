@@ -1,0 +1,81 @@
+"""Timing a module: fixed torch threads, warm-up calls, median of samples; CUDA synchronised.
+
+Each sample times enough back-to-back calls to last at least ``min_sample_ms`` and reports their
+mean, so a sample of a 20 us layer is not dominated by the timer; the result is the median sample.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .machine import check_device
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How each entry and each end-to-end model is timed."""
+
+    warmup: int = 3
+    repeats: int = 7
+    min_sample_ms: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: End-to-end timings (calibration, ``latency check``): more samples, since each is one long call.
+MODEL_TIMING = TimingConfig(warmup=5, repeats=15, min_sample_ms=1.0)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(threads)``, restoring the old value after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def time_call_ms(module: nn.Module, inputs: Sequence[torch.Tensor], device: str = "cpu",
+                 timing: TimingConfig = TimingConfig()) -> float:
+    """Median latency in ms of ``module(*inputs)`` (module in eval mode, inference mode)."""
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    module.eval()
+    with torch.inference_mode():
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(max(1, timing.warmup)):
+            module(*inputs)
+        sync()
+        per_call_ms = (time.perf_counter() - t0) * 1e3 / max(1, timing.warmup)
+        inner = max(1, int(timing.min_sample_ms / max(per_call_ms, 1e-4)))
+        samples = []
+        for _ in range(max(1, timing.repeats)):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                module(*inputs)
+            sync()
+            samples.append((time.perf_counter() - t0) * 1e3 / inner)
+    return statistics.median(samples)
+
+
+def measure_model_ms(model: nn.Module, input_size: int, in_channels: int, device: str = "cpu",
+                     batch_size: int = 1, threads: int | None = None,
+                     timing: TimingConfig = MODEL_TIMING) -> float:
+    """End-to-end median latency in ms of ``model`` on a (batch, in_channels, size, size) input."""
+    dev = check_device(device)
+    threads = torch.get_num_threads() if threads is None else threads
+    model = model.to(dev).eval()
+    x = torch.randn(batch_size, in_channels, input_size, input_size, device=dev)
+    with torch_threads(threads):
+        return time_call_ms(model, (x,), device, timing)
