@@ -184,19 +184,21 @@ def test_cli_build_from_run_dir_and_check(cli, space, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "space.json").write_text(json.dumps({"space": "mobilenet_v2", "options": OPTS}))
-    code, out, err = cli("latency", "build", run, "--threads", "1", "--grid-step", "2", "--json")
+    code, out, err = cli("latency", "build", run, "--threads", "1", "--grid-step", "2", "--clock", "cpu",
+                         "--json")
     assert code == 0, err
     info = json.loads(out)
     path = default_table_path(run)
     assert path == run / "latency" / "table.json" and path.is_file()
     assert info["entries"] == len(load_table(path).entries) and info["grid_step"] == 2
-    assert 0 < info["min_latency_ms"] < info["max_latency_ms"]
+    assert info["min_latency_ms"] > 0 and info["max_latency_ms"] > 0 and info["clock"] == "cpu"
+    assert load_table(path).timing.clock == "cpu"
     spec = tmp_path / "spec.json"
     save_spec(make_spec(space, space.uniform_channels(0.75)), spec)
     code, out, err = cli("latency", "check", spec, "--table", path, "--json")
     assert code == 0, err
     r = json.loads(out)
-    assert r["predicted_ms"] > 0 and r["measured_ms"] > 0 and r["threads"] == 1
+    assert r["predicted_ms"] > 0 and r["measured_ms"] > 0 and r["threads"] == 1 and r["clock"] == "cpu"
     assert r["error_pct"] == pytest.approx(100 * (r["predicted_ms"] / r["measured_ms"] - 1), abs=0.02)
     code, out, err = cli("latency", "check", spec, "--table", path)
     assert code == 0 and "predicted:" in out and "measured:" in out and "error:" in out
@@ -208,6 +210,8 @@ def test_cli_build_from_run_dir_and_check(cli, space, tmp_path):
     (("latency", "build", "mobilenet_v2"), "--out FILE is required"),
     (("latency", "build", "./no/such/run"), "does not exist"),
     (("latency", "build", "mobilenet_v2", "-o", "depth=3", "--out", "x.json"), "unknown option 'depth'"),
+    (("latency", "build", "mobilenet_v2", "--clock", "cpu", "--threads", "2", "--out", "x.json"), "1 thread"),
+    (("latency", "build", "mobilenet_v2", "--clock", "tsc", "--out", "x.json"), "clock 'tsc'"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(cli, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

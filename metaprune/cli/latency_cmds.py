@@ -16,6 +16,7 @@ from ..latency import (LatencyTable, build_table, check_spec, current_key, defau
                        load_table)
 from ..latency.shapes import grid_shapes
 from ..latency.table import DEFAULT_GRID_STEP
+from ..latency.timing import TimingConfig, check_clock
 from ..specfile import load_spec
 from .common import echo_json, json_option, options_option, parse_key_values
 from .main import cli
@@ -60,11 +61,14 @@ def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -
 @click.option("--threads", type=int, default=None, help="torch threads while timing [default: torch's].")
 @click.option("--grid-step", type=int, default=DEFAULT_GRID_STEP, show_default=True,
               help="Dense convs are timed at every Nth (in, out) choice and interpolated; 1 = exact.")
+@click.option("--clock", default="wall", show_default=True,
+              help="wall (latency), or cpu: the timing thread's CPU time, robust to other processes on a "
+                   "busy machine (needs --threads 1).")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Table file [default for RUN: RUN/latency/table.json; required for SPACE].")
 @json_option
 def latency_build(target: str, options: tuple[str, ...], device: str, batch_size: int, threads: int | None,
-                  grid_step: int, out: str | None, as_json: bool) -> None:
+                  grid_step: int, clock: str, out: str | None, as_json: bool) -> None:
     """Measure a latency table for a run's space (RUN/space.json) or for SPACE with -o options.
 
     Entries already in an existing table of the same key are kept; progress is saved as it goes.
@@ -75,21 +79,23 @@ def latency_build(target: str, options: tuple[str, ...], device: str, batch_size
             raise UserError("--out FILE is required when building for a space name")
         out = str(default_table_path(run_dir))
     key = current_key(device, batch_size, threads)
+    check_clock(clock, key.device, key.threads)
     n = len(grid_shapes(space, grid_step)) if isinstance(grid_step, int) and grid_step >= 1 else 0
     if not as_json:
         click.echo(f"timing up to {n} layer shapes of {space.name} on {key.device} ({key.device_name}), "
-                   f"{key.threads} threads, batch {key.batch_size}", err=True)
+                   f"{key.threads} threads, batch {key.batch_size}, {clock} clock", err=True)
     t0 = time.perf_counter()
 
     def progress(i: int, total: int) -> None:
         if not as_json and (i == total or i % 500 == 0):
             click.echo(f"  {i}/{total} shapes, {time.perf_counter() - t0:.0f} s", err=True)
 
-    table = build_table(space, device, batch_size, key.threads, grid_step, path=out, progress=progress)
+    table = build_table(space, device, batch_size, key.threads, grid_step, TimingConfig(clock=clock),
+                        path=out, progress=progress)
     cm_lo, cm_hi = table.predict_ms(space, [space.min_channels(), space.max_channels()])
     info = {"table": out, "space": space.name, "entries": len(table.entries), "measured": table.measured,
             "seconds": round(time.perf_counter() - t0, 1), "key": table.key.to_dict(),
-            "grid_step": table.grid_step, "min_latency_ms": round(float(cm_lo), 4),
+            "grid_step": table.grid_step, "clock": clock, "min_latency_ms": round(float(cm_lo), 4),
             "max_latency_ms": round(float(cm_hi), 4)}
     if as_json:
         echo_json(info)
@@ -105,8 +111,9 @@ def latency_build(target: str, options: tuple[str, ...], device: str, batch_size
               help="Latency table [default: an in-memory table measured now for this spec only].")
 @click.option("--device", default="cpu", show_default=True, help="Without --table: cpu or cuda.")
 @click.option("--threads", type=int, default=None, help="Without --table: torch threads.")
+@click.option("--clock", default="wall", show_default=True, help="Without --table: wall or cpu.")
 @json_option
-def latency_check(spec_file: str, table_file: str | None, device: str, threads: int | None,
+def latency_check(spec_file: str, table_file: str | None, device: str, threads: int | None, clock: str,
                   as_json: bool) -> None:
     """Time SPEC's built model end to end and print it against the table's prediction."""
     spec = load_spec(spec_file)
@@ -116,11 +123,13 @@ def latency_check(spec_file: str, table_file: str | None, device: str, threads: 
             warnings.simplefilter("always")
             table = load_table(table_file)
     else:
-        table = LatencyTable(current_key(device, 1, threads))
+        key = current_key(device, 1, threads)
+        check_clock(clock, key.device, key.threads)
+        table = LatencyTable(key, TimingConfig(clock=clock))
     r = check_spec(spec, table)
     if as_json:
         echo_json({**r.to_dict(), "table": table_file})
         return
     click.echo(f"predicted: {r.predicted_ms:.3f} ms  ({'table ' + table_file if table_file else 'measured now'})")
-    click.echo(f"measured:  {r.measured_ms:.3f} ms  (median, {r.device}, {r.threads} threads, batch {r.batch_size})")
+    click.echo(f"measured:  {r.measured_ms:.3f} ms  (median, {r.device}, {r.threads} threads, batch {r.batch_size}, {r.clock} clock)")
     click.echo(f"error:     {r.error_pct:+.1f}%")

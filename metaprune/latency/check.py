@@ -20,6 +20,7 @@ class CheckResult:
     device: str
     threads: int
     batch_size: int
+    clock: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -27,11 +28,11 @@ class CheckResult:
 
 def check_spec(spec: SubnetSpec, table: LatencyTable) -> CheckResult:
     """Predict ``spec``'s latency from ``table`` (measuring missing entries) and time the built model
-    end to end under the table's device, threads and batch size."""
+    end to end under the table's device, threads, batch size and clock."""
     predicted = float(table.predict_ms(spec.space, spec.channels)[0])
     opts = spec.space.options
     k = table.key
     measured = measure_model_ms(build_model(spec), opts["input_size"], opts["in_channels"], k.device,
-                                k.batch_size, k.threads)
+                                k.batch_size, k.threads, table.model_timing())
     return CheckResult(round(predicted, 4), round(measured, 4), round(100 * (predicted / measured - 1), 2),
-                       k.device, k.threads, k.batch_size)
+                       k.device, k.threads, k.batch_size, table.timing.clock)

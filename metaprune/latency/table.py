@@ -4,7 +4,7 @@ File format (JSON, written atomically)::
 
     {"format": "metaprune.latency/1",
      "key": {"device", "device_name", "threads", "batch_size", "torch"},
-     "timing": {"warmup", "repeats", "min_sample_ms"}, "grid_step": 3,
+     "timing": {"warmup", "repeats", "min_sample_ms", "clock"}, "grid_step": 3,
      "entries": {SHAPE_KEY: ms}, "overheads": {SPACE_KEY: {"space", "options", "ms"}}}
 
 A network's predicted latency = sum of its terms' entries (interpolated on the grid) + the space's
@@ -34,7 +34,7 @@ from pruningnet.spec import make_spec
 from ..fileio import write_json
 from .machine import MachineKey, check_device, current_key
 from .shapes import Shape, Term, grid_shapes, resolve, space_terms, term_axes, term_points
-from .timing import MODEL_TIMING, TimingConfig, measure_model_ms, time_call_ms, torch_threads
+from .timing import CLOCKS, MODEL_TIMING, check_clock, TimingConfig, measure_model_ms, time_call_ms, torch_threads
 
 FORMAT_NAME = "metaprune.latency"
 FORMAT_VERSION = 1
@@ -84,11 +84,17 @@ class LatencyTable:
     # ---- measuring -------------------------------------------------------------------------
     def _check_can_measure(self) -> None:
         here = current_key(self.key.device, self.key.batch_size, self.key.threads)
+        check_clock(self.timing.clock, self.key.device, self.key.threads)
         bad = self.key.mismatches(here)
         if bad:
             raise UserError(f"cannot measure missing latency entries: this machine does not match the "
                             f"table's key ({'; '.join(bad)}); build a table here with "
                             f"'metaprune latency build'")
+
+    def model_timing(self) -> TimingConfig:
+        """How end-to-end models are timed for this table (more samples, the table's clock)."""
+        return TimingConfig(MODEL_TIMING.warmup, MODEL_TIMING.repeats, MODEL_TIMING.min_sample_ms,
+                            self.timing.clock)
 
     def measure(self, shapes: list[Shape], progress: Callable[[int, int], None] | None = None,
                 save_every_s: float = 30.0) -> int:
@@ -114,13 +120,14 @@ class LatencyTable:
 
     def calibrate(self, space: Space) -> float:
         """Measure the space's overhead term (end-to-end minus sum of terms) and store it."""
+        self._check_can_measure()
         vectors = [space.min_channels() if r == 0.0 else space.uniform_channels(r) for r in CALIBRATION_RATIOS]
         sums = self._terms_ms(space, self._matrix(space, vectors))
         gaps = []
         for vec, s in zip(vectors, sums):
             model = build_model(make_spec(space, vec))
             ms = measure_model_ms(model, space.options["input_size"], space.options["in_channels"],
-                                  self.key.device, self.key.batch_size, self.key.threads, MODEL_TIMING)
+                                  self.key.device, self.key.batch_size, self.key.threads, self.model_timing())
             gaps.append(ms - s)
         overhead = float(np.median(gaps))
         self.overheads[space_key(space)] = {"space": space.name, "ms": round(overhead, 6),
@@ -208,7 +215,8 @@ class LatencyTable:
         if target.is_file():
             try:
                 other = _read(target)
-                if other.key == self.key and other.grid_step == self.grid_step:
+                if (other.key == self.key and other.grid_step == self.grid_step
+                        and other.timing.clock == self.timing.clock):
                     self.entries = {**other.entries, **self.entries}
                     self.overheads = {**other.overheads, **self.overheads}
             except UserError:
@@ -238,6 +246,8 @@ def _read(path: Path) -> LatencyTable:
     try:
         key = MachineKey(**doc["key"])
         timing = TimingConfig(**doc.get("timing", {}))
+        if timing.clock not in CLOCKS:
+            raise ValueError(f"clock {timing.clock!r} is not one of {CLOCKS}")
         entries = {str(k): float(v) for k, v in doc["entries"].items()}
         return LatencyTable(key, timing, int(doc.get("grid_step", DEFAULT_GRID_STEP)), entries,
                             doc.get("overheads", {}), path, doc.get("info", {}))
@@ -276,10 +286,11 @@ def build_table(space: Space, device: str = "cpu", batch_size: int = 1, threads:
     has are not re-measured), partial progress is saved every 30 s, and the result is written.
     """
     key = current_key(device, batch_size, threads)
+    check_clock(timing.clock, key.device, key.threads)
     table = LatencyTable(key, timing, grid_step, path=path)
     if path is not None and Path(path).is_file():
         old = _read(Path(path))
-        if old.key == key and old.grid_step == grid_step:
+        if old.key == key and old.grid_step == grid_step and old.timing.clock == timing.clock:
             table = old
             table.timing = timing
     t0 = time.perf_counter()

@@ -1,5 +1,10 @@
 """Timing a module: fixed torch threads, warm-up calls, median of samples; CUDA synchronised.
 
+``clock="wall"`` (default) is latency proper. ``clock="cpu"`` reads the calling thread's CPU time
+instead: with one torch thread all compute runs on that thread, so it equals the latency of an idle
+machine while ignoring time the thread spent preempted by other processes (use it to build and
+check tables on a busy box; it is refused with more than one thread and on CUDA).
+
 Each sample times enough back-to-back calls to last at least ``min_sample_ms`` and reports their
 mean, so a sample of a 20 us layer is not dominated by the timer; the result is the median sample.
 """
@@ -14,6 +19,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from pruningnet.errors import UserError
+
 from .machine import check_device
 
 
@@ -24,6 +31,7 @@ class TimingConfig:
     warmup: int = 3
     repeats: int = 7
     min_sample_ms: float = 1.0
+    clock: str = "wall"  # "wall" or "cpu" (thread CPU time; one thread, CPU only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -31,6 +39,16 @@ class TimingConfig:
 
 #: End-to-end timings (calibration, ``latency check``): more samples, since each is one long call.
 MODEL_TIMING = TimingConfig(warmup=5, repeats=15, min_sample_ms=1.0)
+CLOCKS = ("wall", "cpu")
+
+
+def check_clock(clock: str, device: str, threads: int) -> None:
+    """Refuse a clock that cannot measure latency under these settings."""
+    if clock not in CLOCKS:
+        raise UserError(f"clock {clock!r} is not supported; accepted: {', '.join(CLOCKS)}")
+    if clock == "cpu" and (device != "cpu" or threads != 1):
+        raise UserError(f"clock 'cpu' needs device cpu and 1 thread (got {device}, {threads} threads); "
+                        "accepted otherwise: wall")
 
 
 @contextlib.contextmanager
@@ -49,23 +67,24 @@ def time_call_ms(module: nn.Module, inputs: Sequence[torch.Tensor], device: str 
     """Median latency in ms of ``module(*inputs)`` (module in eval mode, inference mode)."""
     cuda = torch.device(device).type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    clock = time.thread_time if timing.clock == "cpu" and not cuda else time.perf_counter
     module.eval()
     with torch.inference_mode():
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(max(1, timing.warmup)):
             module(*inputs)
         sync()
-        per_call_ms = (time.perf_counter() - t0) * 1e3 / max(1, timing.warmup)
+        per_call_ms = (clock() - t0) * 1e3 / max(1, timing.warmup)
         inner = max(1, int(timing.min_sample_ms / max(per_call_ms, 1e-4)))
         samples = []
         for _ in range(max(1, timing.repeats)):
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 module(*inputs)
             sync()
-            samples.append((time.perf_counter() - t0) * 1e3 / inner)
+            samples.append((clock() - t0) * 1e3 / inner)
     return statistics.median(samples)
 
 
@@ -75,6 +94,7 @@ def measure_model_ms(model: nn.Module, input_size: int, in_channels: int, device
     """End-to-end median latency in ms of ``model`` on a (batch, in_channels, size, size) input."""
     dev = check_device(device)
     threads = torch.get_num_threads() if threads is None else threads
+    check_clock(timing.clock, device, threads)
     model = model.to(dev).eval()
     x = torch.randn(batch_size, in_channels, input_size, input_size, device=dev)
     with torch_threads(threads):

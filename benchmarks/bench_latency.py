@@ -1,0 +1,100 @@
+"""Latency table benchmark: build time for a space and the end-to-end error of its predictions.
+
+For each space: build a fresh table (timed), draw N random channel vectors (one seeded numpy
+Generator, every unit uniform over its choices), predict each from the table and time the built
+model end to end (median), then report the mean absolute percentage error (MAPE). The machine's
+load average is recorded, since other processes on a small box disturb both sides.
+
+    .venv/bin/python benchmarks/bench_latency.py --space smoke --threads 1 --vectors 20
+    .venv/bin/python benchmarks/bench_latency.py --space default224 --threads 1 --vectors 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from metaprune.latency import TimingConfig, build_table, measure_model_ms, space_key
+from metaprune.latency.table import LatencyTable
+from pruningnet import build_model, get_space, make_spec
+
+SPACES = {
+    "smoke": ("mobilenet_v2", {"input_size": 32, "small_input": True, "in_channels": 1, "num_classes": 10}),
+    "default224": ("mobilenet_v2", {}),
+}
+
+
+def mape_of(table: LatencyTable, space, X: np.ndarray, measured: np.ndarray) -> dict:
+    pred = table.predict_ms(space, X)
+    err = 100 * (pred / measured - 1)
+    terms_only = pred - table.overheads[space_key(space)]["ms"]
+    raw = 100 * (terms_only / measured - 1)
+    return {"mape_pct": round(float(np.mean(np.abs(err))), 2), "bias_pct": round(float(np.mean(err)), 2),
+            "max_abs_pct": round(float(np.max(np.abs(err))), 2),
+            "mape_without_overhead_pct": round(float(np.mean(np.abs(raw))), 2),
+            "overhead_ms": table.overheads[space_key(space)]["ms"],
+            "predicted_ms": [round(float(p), 3) for p in pred]}
+
+
+def run(label: str, threads: int, vectors: int, seed: int, grid_steps: list[int], timing: TimingConfig) -> dict:
+    name, opts = SPACES[label]
+    space = get_space(name, **opts)
+    load_before = os.getloadavg()
+    out: dict = {"space": label, "name": name, "options": opts, "threads": threads, "vectors": vectors,
+                 "seed": seed, "timing": timing.to_dict(), "builds": {}}
+    tables = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for step in grid_steps:
+            t0 = time.perf_counter()
+            tables[step] = build_table(space, threads=threads, grid_step=step, timing=timing,
+                                       path=Path(tmp) / f"table{step}.json")
+            out["builds"][step] = {"seconds": round(time.perf_counter() - t0, 1),
+                                   "entries": len(tables[step].entries)}
+            print(f"[{label}] grid step {step}: built {out['builds'][step]['entries']} entries in "
+                  f"{out['builds'][step]['seconds']} s", flush=True)
+    rng = np.random.default_rng(seed)
+    X = np.array([[int(rng.choice(u.choices)) for u in space.units] for _ in range(vectors)])
+    measured = []
+    t0 = time.perf_counter()
+    for row in X:
+        model = build_model(make_spec(space, dict(zip(space.unit_names, (int(v) for v in row)))))
+        measured.append(measure_model_ms(model, space.options["input_size"], space.options["in_channels"],
+                                         "cpu", 1, threads))
+    out["measure_seconds"] = round(time.perf_counter() - t0, 1)
+    measured = np.array(measured)
+    out["measured_ms"] = [round(float(m), 3) for m in measured]
+    out["results"] = {step: mape_of(tables[step], space, X, measured) for step in grid_steps}
+    out["loadavg_before"] = [round(x, 2) for x in load_before]
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    for step, r in out["results"].items():
+        print(f"[{label}] grid step {step}: MAPE {r['mape_pct']}% (bias {r['bias_pct']:+}%, max "
+              f"{r['max_abs_pct']}%; without overhead term {r['mape_without_overhead_pct']}%), "
+              f"overhead {r['overhead_ms']:.3f} ms; measured {measured.min():.2f}..{measured.max():.2f} ms",
+              flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--space", choices=sorted(SPACES), default="smoke")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vectors", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grid-steps", default="3", help="comma-separated grid steps to build and compare")
+    ap.add_argument("--repeats", type=int, default=7, help="samples per table entry (median)")
+    ap.add_argument("--json", help="write the results here")
+    a = ap.parse_args()
+    timing = TimingConfig(warmup=3, repeats=a.repeats, min_sample_ms=1.0)
+    res = run(a.space, a.threads, a.vectors, a.seed, [int(s) for s in a.grid_steps.split(",")], timing)
+    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
