@@ -1,0 +1,135 @@
+"""``metaprune train`` and ``metaprune report``: scratch training on Ray Tune and its results."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pruningnet.errors import UserError
+
+from ..config import from_dict, to_dict
+from ..fileio import write_json
+from .common import echo_json, json_option, parse_key_values
+from .main import cli
+
+
+def _plan_path(run: Path) -> Path:
+    return run / "train" / "plan.json"
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--top", type=int, default=None, help="Train the K best specs of RUN's search front (by proxy top-1).")
+@click.option("--spec", "spec_files", multiple=True, metavar="FILE",
+              help="Train this subnet spec file (repeat for several).")
+@click.option("--budget", type=click.Choice(["scratch-e", "scratch-b"]), default="scratch-e", show_default=True,
+              help="Scratch-E: the recipe's epochs; Scratch-B: epochs x MACs_full / MACs_spec (capped).")
+@click.option("--epochs", type=int, default=None, help="Override the epochs of every trial.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Train each network with S seeds.")
+@click.option("--recipe", default=None, metavar="NAME|FILE",
+              help="Recipe YAML, or a name under configs/train (smoke, cifar10, imagenet_mobilenet_v2, ...).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. recipe.lr=0.05.")
+@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True)
+@click.option("--gpus-per-trial", type=float, default=None, help="Default: 1 if the cluster has GPUs, else 0.")
+@click.option("--address", default=None, help="Attach to a running Ray cluster (auto or HOST:PORT); "
+                                              "default: reuse or start a local one.")
+@click.option("--resume", is_flag=True, help="Restore RUN's interrupted training experiment.")
+@click.option("--quiet", is_flag=True, help="Less Ray Tune progress output.")
+def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: str, epochs: int | None,
+          seeds: int, recipe: str | None, sets: tuple[str, ...], cpus_per_trial: float,
+          gpus_per_trial: float | None, address: str | None, resume: bool, quiet: bool) -> None:
+    """Train specs from scratch, one Ray Tune trial per (spec, seed), each against the uniform-width
+    baseline with the largest MACs not above its own; results go to RUN/train/results.json."""
+    from ..training import TrainConfig, load_train_config
+    from ..training.loop import check_fits, scratch_data
+    from ..training.plan import from_front, from_spec_files, trial_configs, with_baselines
+    from ..training.results import summarise, write_results
+    from ..training.report import format_table
+    from ..training.runner import connect, default_gpus_per_trial, new_experiment_name, run_trials
+
+    run = Path(run_dir)
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds} must be >= 1")
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs {epochs} must be >= 1")
+    if top is not None and top < 1:
+        raise UserError(f"--top {top} must be >= 1")
+    if cpus_per_trial <= 0:
+        raise UserError(f"--cpus-per-trial {cpus_per_trial} must be > 0")
+    if gpus_per_trial is not None and gpus_per_trial < 0:
+        raise UserError(f"--gpus-per-trial {gpus_per_trial} must be >= 0")
+
+    if resume:
+        if top is not None or spec_files:
+            raise UserError("--resume takes the specs from RUN/train/plan.json; drop --top/--spec")
+        if not _plan_path(run).is_file():
+            raise UserError(f"run {str(run)!r} has no training to resume ({str(_plan_path(run))!r} is missing)")
+        plan = json.loads(_plan_path(run).read_text())
+        cfg = from_dict(TrainConfig, plan["config"])
+        candidates, trials, name, budget = plan["candidates"], plan["trials"], plan["experiment"], plan["budget"]
+        cpus_per_trial, gpus = plan["cpus_per_trial"], plan["gpus_per_trial"]
+    else:
+        if (top is None) == (not spec_files):
+            raise UserError("give either --top K (from RUN's search) or --spec FILE, not both and not neither")
+        cfg = load_train_config(recipe, parse_key_values(sets, "--set"), run)
+        cands = from_front(run, top) if top is not None else from_spec_files(spec_files)
+        cands = with_baselines(cands)
+        candidates = [c.row() for c in cands]
+    data = scratch_data(cfg.data.load(cfg.seed), cfg.recipe, cfg.seed)
+    for c in candidates:
+        check_fits(c["space"], c["options"], data, c["name"])
+
+    started = connect(address)
+    try:
+        if not resume:
+            gpus = default_gpus_per_trial() if gpus_per_trial is None else gpus_per_trial
+            trials = trial_configs(cands, cfg, budget, epochs, seeds, cpus_per_trial, gpus)
+            name = new_experiment_name(run / "train" / "ray")
+            write_json(_plan_path(run), {"experiment": name, "budget": budget, "config": to_dict(cfg),
+                                         "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus,
+                                         "candidates": candidates, "trials": trials})
+        click.echo(f"training {len(trials)} trial(s) of {len(candidates)} network(s) on Ray "
+                   f"({cpus_per_trial:g} CPU, {gpus:g} GPU per trial); experiment {name}", err=True)
+        outcomes = run_trials(run / "train" / "ray", name, trials, data, cfg, cpus_per_trial, gpus,
+                              resume=resume, verbose=0 if quiet else 1)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    rows = summarise(candidates, outcomes, budget)
+    path = write_results(run, rows)
+    click.echo(format_table(rows))
+    click.echo(f"wrote {path}")
+    failed = [f"{r['name']}: {e}" for r in rows for e in r["failed"]]
+    if failed:
+        for line in failed:
+            click.echo(f"metaprune: trial failed: {line}", err=True)
+        raise click.ClickException(f"{len(failed)} trial(s) failed; results of the others are in "
+                                   f"{path}; rerun with --resume to retry the failed trials")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@json_option
+def report(run_dir: str, as_json: bool) -> None:
+    """Print RUN's scratch-training results and plot proxy vs scratch top-1 (Kendall's tau)."""
+    from ..training.report import format_table, kendall, plot
+    from ..training.results import read_results, results_path
+
+    run = Path(run_dir)
+    rows = read_results(run)
+    if not rows:
+        raise UserError(f"run {str(run)!r} has no scratch-training results ({str(results_path(run))!r}); "
+                        "run `metaprune train` first")
+    tau = kendall(rows)
+    png = plot(rows, run / "train" / "report.png", tau)
+    if as_json:
+        echo_json({"results": rows, "kendall": tau, "plot": str(png) if png else None})
+        return
+    click.echo(format_table(rows))
+    t = tau["tau"]
+    click.echo(f"Kendall's tau (proxy vs scratch top-1): {'-' if t is None else f'{t:.3f}'} over {tau['n']} network(s)")
+    if png:
+        click.echo(f"plot: {png}")

@@ -1,0 +1,165 @@
+"""A plain train/eval loop for one static network: SGD, label smoothing, warm-up then cosine.
+
+Nothing here knows about Ray; the Tune trainable and the sequential benchmark both call :func:`fit`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from pruningnet import build_model, get_space, make_spec
+from pruningnet.errors import UserError
+
+from ..data import DataSplits
+from .recipe import Recipe
+
+
+@dataclass
+class ScratchData:
+    """The two splits scratch training touches: it trains on ``train`` and measures ``test``."""
+
+    name: str
+    train: Any
+    test: Any
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+
+def scratch_data(splits: DataSplits, recipe: Recipe, seed: int) -> ScratchData:
+    """``splits`` without the search split, cut to the recipe's image caps (a seeded subset)."""
+    rng = np.random.default_rng(seed)
+
+    def cap(split, n):
+        if n is None or n >= len(split):
+            return split
+        return split.subset(np.sort(rng.choice(len(split), size=n, replace=False)))
+
+    return ScratchData(splits.name, cap(splits.train, recipe.max_train_images),
+                       cap(splits.test, recipe.max_test_images), splits.num_classes,
+                       splits.in_channels, splits.image_size)
+
+
+def check_fits(space_name: str, options: dict, data: ScratchData, what: str) -> None:
+    """A spec's space must take the data's images and classes."""
+    want = {"in_channels": data.in_channels, "input_size": data.image_size, "num_classes": data.num_classes}
+    for key, value in want.items():
+        if options.get(key) != value:
+            raise UserError(f"{what} (space {space_name}) has {key}={options.get(key)} but data "
+                            f"{data.name!r} has {value}; use a spec built for this data or set data.name")
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """SGD; weight decay on conv and linear weights only unless ``decay_norm_and_bias``."""
+    decay, rest = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 or recipe.decay_norm_and_bias else rest).append(p)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+
+
+def lr_at(recipe: Recipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate before optimizer step ``step`` (0-based) of ``total_steps``."""
+    warm = min(int(round(recipe.warmup_epochs * steps_per_epoch)), total_steps)
+    if step < warm:
+        return recipe.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total_steps - warm)
+    if recipe.schedule == "linear":
+        return recipe.min_lr + (recipe.lr - recipe.min_lr) * (1 - t)
+    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    return max(1, n_images // batch_size) if n_images >= batch_size else 1
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: ScratchData, recipe: Recipe,
+                epoch: int, epochs: int, seed: int, device: torch.device) -> dict[str, float]:
+    """One pass over ``data.train`` (shuffled with a generator seeded by ``seed`` and ``epoch``)."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    spe = steps_per_epoch(len(data.train), recipe.batch_size)
+    drop_last = len(data.train) >= recipe.batch_size
+    total, correct, loss_sum = 0, 0, 0.0
+    for i, (x, y) in enumerate(data.train.batches(recipe.batch_size, shuffle=True, augment=recipe.augment,
+                                                  generator=gen, drop_last=drop_last, device=device)):
+        lr = lr_at(recipe, epoch * spe + i, epochs * spe, spe)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += len(y)
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+    return {"train_loss": loss_sum / max(1, total), "train_top1": 100.0 * correct / max(1, total), "lr": lr}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Top-1 and top-5 accuracy (percent) and mean cross-entropy on ``split``."""
+    model.eval()
+    total, top1, top5, loss_sum = 0, 0, 0, 0.0
+    for x, y in split.batches(batch_size, device=device):
+        logits = model(x)
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        k = min(5, logits.shape[1])
+        pred = logits.topk(k, dim=1).indices
+        hit = pred == y.view(-1, 1)
+        top1 += int(hit[:, 0].sum())
+        top5 += int(hit.any(dim=1).sum())
+        total += len(y)
+    return {"test_top1": 100.0 * top1 / max(1, total), "test_top5": 100.0 * top5 / max(1, total),
+            "test_loss": loss_sum / max(1, total)}
+
+
+def device_for(gpus: float) -> torch.device:
+    """CUDA when the trial was given a GPU and one is visible, else the CPU."""
+    return torch.device("cuda") if gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
+
+
+EpochHook = Callable[[int, dict, dict], None]
+
+
+def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: EpochHook | None = None,
+        before_epoch: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Train the network of one trial config (see :func:`metaprune.training.plan.trial_configs`)
+    from scratch, or on from ``state``; after each epoch call ``on_epoch(epoch, metrics, state)``.
+
+    Returns the last epoch's metrics. Test accuracy is the final epoch's, never the best one.
+    """
+    recipe = Recipe(**trial["recipe"])
+    device = device_for(trial.get("gpus", 0))
+    torch.set_num_threads(max(1, int(trial.get("threads", 1))))
+    seed, epochs = int(trial["seed"]), int(trial["epochs"])
+    torch.manual_seed(seed)
+    spec = make_spec(get_space(trial["space"], **trial["options"]), trial["channels"])
+    model = build_model(spec).to(device)
+    opt = build_optimizer(model, recipe)
+    start, wall_s, restores = 0, 0.0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, wall_s, restores = state["epoch"], state["wall_s"], state["restores"] + 1
+    metrics: dict[str, float] = {}
+    for epoch in range(start, epochs):
+        if before_epoch is not None:
+            before_epoch(epoch)
+        t0 = time.perf_counter()
+        metrics = train_epoch(model, opt, data, recipe, epoch, epochs, seed, device)
+        metrics.update(evaluate(model, data.test, recipe.eval_batch_size, device))
+        wall_s += time.perf_counter() - t0
+        metrics.update(epoch=epoch + 1, epochs=epochs, wall_s=wall_s, restores=restores)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "epoch": epoch + 1, "wall_s": wall_s, "restores": restores})
+    return metrics

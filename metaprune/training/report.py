@@ -1,0 +1,69 @@
+"""The scratch-training report: a table, Kendall's tau of proxy vs scratch top-1, and a plot."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..units import format_count
+
+
+def kendall(rows: list[dict]) -> dict:
+    """Kendall's tau between proxy top-1 (search) and scratch test top-1, over rows with both."""
+    from scipy.stats import kendalltau
+
+    pairs = [(r["proxy_top1"], r["test_top1"]) for r in rows
+             if r.get("proxy_top1") is not None and r.get("test_top1") is not None]
+    if len(pairs) < 2:
+        return {"tau": None, "p_value": None, "n": len(pairs)}
+    res = kendalltau([p for p, _ in pairs], [t for _, t in pairs])
+    tau, p = float(res.statistic), float(res.pvalue)
+    return {"tau": None if math.isnan(tau) else tau, "p_value": None if math.isnan(p) else p, "n": len(pairs)}
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(rows: list[dict]) -> str:
+    """A fixed-width table, one line per network."""
+    head = (f"{'name':22s} {'kind':8s} {'MACs':>8s} {'params':>8s} {'lat ms':>7s} {'proxy':>7s} "
+            f"{'top1':>7s} {'±':>5s} {'top5':>7s} {'epochs':>6s} {'wall s':>7s} {'Δ base':>7s}")
+    lines = [head]
+    for r in rows:
+        top1 = _fmt(r.get("test_top1"))
+        lines.append(f"{r['name'][:22]:22s} {r['kind']:8s} {format_count(r['macs']):>8s} "
+                     f"{format_count(r['params']):>8s} {_fmt(r.get('latency_ms')):>7s} "
+                     f"{_fmt(r.get('proxy_top1')):>7s} {top1:>7s} {_fmt(r.get('test_top1_std')):>5s} "
+                     f"{_fmt(r.get('test_top5')):>7s} {str(r.get('epochs')):>6s} {_fmt(r.get('wall_s'), '.1f'):>7s} "
+                     f"{_fmt(r.get('delta_top1'), '+.2f'):>7s}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str | Path, tau: dict) -> Path | None:
+    """Proxy top-1 against scratch test top-1 with Kendall's tau in the title; None if nothing to plot."""
+    pts = [r for r in rows if r.get("proxy_top1") is not None and r.get("test_top1") is not None]
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for kind, marker in (("searched", "o"), ("baseline", "s")):
+        sel = [r for r in pts if r["kind"] == kind]
+        if sel:
+            ax.scatter([r["proxy_top1"] for r in sel], [r["test_top1"] for r in sel], marker=marker, label=kind)
+    for r in pts:
+        ax.annotate(r["name"], (r["proxy_top1"], r["test_top1"]), fontsize=7)
+    ax.set_xlabel("proxy top-1 (PruningNet weights, search split)")
+    ax.set_ylabel("scratch test top-1 (%)")
+    t = tau.get("tau")
+    ax.set_title(f"Kendall's tau = {t:.3f} (n={tau['n']})" if t is not None else f"n={tau['n']}")
+    ax.legend()
+    fig.tight_layout()
+    out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+    return out

@@ -1,0 +1,63 @@
+"""Gathering trial outcomes into one row per network in ``RUN/train/results.json``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import write_json
+
+FORMAT = "metaprune.train-results/1"
+
+
+def results_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "train" / "results.json"
+
+
+def summarise(candidates: list[dict], outcomes: list, budget: str) -> list[dict]:
+    """One row per candidate (``Candidate.row()`` dicts): test top-1/top-5 mean and std over the
+    seeds that finished, epochs, mean wall seconds per seed, and ``delta_top1`` = a searched
+    spec's test top-1 minus its baseline's."""
+    rows = []
+    for cand in candidates:
+        done = [o for o in outcomes if o.trial["name"] == cand["name"] and o.error is None
+                and o.metrics.get("epoch") == o.trial["epochs"]]
+        failed = [o.error or "unfinished" for o in outcomes if o.trial["name"] == cand["name"] and o not in done]
+        top1 = np.array([o.metrics["test_top1"] for o in done], dtype=float)
+        top5 = np.array([o.metrics["test_top5"] for o in done], dtype=float)
+        epochs = sorted({int(o.trial["epochs"]) for o in outcomes if o.trial["name"] == cand["name"]})
+
+        def stat(a, f):
+            return float(f(a)) if len(a) else None
+
+        row = {k: cand[k] for k in ("name", "kind", "macs", "params", "latency_ms", "proxy_top1",
+                                    "baseline", "ratio")}
+        row.update(test_top1=stat(top1, np.mean), test_top1_std=stat(top1, np.std),
+                   test_top5=stat(top5, np.mean), test_top5_std=stat(top5, np.std),
+                   seeds=[int(o.trial["seed"]) for o in done], epochs=epochs[0] if len(epochs) == 1 else epochs,
+                   budget=budget,
+                   wall_s=stat(np.array([o.metrics["wall_s"] for o in done], dtype=float), np.mean),
+                   failed=failed, space=cand["space"], options=cand["options"], channels=cand["channels"])
+        rows.append(row)
+    by_name = {r["name"]: r for r in rows}
+    for r in rows:
+        base = by_name.get(r["baseline"]) if r["baseline"] else None
+        r["delta_top1"] = (r["test_top1"] - base["test_top1"]
+                           if base and r["test_top1"] is not None and base["test_top1"] is not None else None)
+    return rows
+
+
+def read_results(run_dir: str | Path) -> list[dict]:
+    """The rows of ``RUN/train/results.json`` (empty if there are none)."""
+    p = results_path(run_dir)
+    if not p.is_file():
+        return []
+    return json.loads(p.read_text()).get("results", [])
+
+
+def write_results(run_dir: str | Path, rows: list[dict]) -> Path:
+    """Merge ``rows`` into ``RUN/train/results.json`` by name (newer rows replace older ones)."""
+    merged = {r["name"]: r for r in read_results(run_dir)}
+    merged.update({r["name"]: r for r in rows})
+    return write_json(results_path(run_dir), {"format": FORMAT, "results": list(merged.values())})

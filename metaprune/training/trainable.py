@@ -1,0 +1,44 @@
+"""The Ray Tune function trainable: restore, train one epoch at a time, report with a checkpoint."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from .loop import ScratchData, fit
+
+STATE_FILE = "state.pt"
+CRASH_MARKER = ".crashed_once"
+
+
+class InjectedCrash(RuntimeError):
+    """Raised by the ``crash_at_epoch`` fault-injection knob (tests only)."""
+
+
+def scratch_trainable(config: dict, data: ScratchData) -> None:
+    """Train ``config["trial"]`` on ``data`` (handed over through the object store by
+    ``tune.with_parameters``), reporting once per epoch with a checkpoint."""
+    trial = config["trial"]
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+    crash_at = trial.get("crash_at_epoch")
+    marker = Path(tune.get_context().get_trial_dir()) / CRASH_MARKER
+
+    def before_epoch(epoch: int) -> None:
+        if crash_at is not None and epoch == crash_at and not marker.exists():
+            marker.touch()
+            raise InjectedCrash(f"crash_at_epoch={crash_at}: injected failure (first attempt only)")
+
+    def on_epoch(epoch: int, metrics: dict, st: dict) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(st, Path(tmp) / STATE_FILE)
+            tune.report(dict(metrics, name=trial["name"], seed=trial["seed"]),
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    fit(trial, data, state, on_epoch=on_epoch, before_epoch=before_epoch)

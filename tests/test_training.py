@@ -1,0 +1,178 @@
+"""Scratch training on a real local Ray cluster (2 CPUs) with mnist5k and trials of seconds."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metaprune.specfile import save_spec
+from metaprune.training import Recipe, scratch_epochs
+from metaprune.training.loop import lr_at
+from metaprune.training.plan import from_spec_files, with_baselines
+from metaprune.training.report import kendall
+from pruningnet import cost_model, get_space, make_spec
+
+SPACE = dict(input_size=32, small_input=True, in_channels=1, num_classes=10, width_mult=0.25)
+FAST = ["--recipe", "smoke", "--set", "recipe.max_train_images=256", "--set", "recipe.max_test_images=200",
+        "--quiet"]
+
+
+def _space():
+    return get_space("mobilenet_v1", **SPACE)
+
+
+def _spec_file(tmp: Path, name: str, seed: int, proxy_top1: float) -> Path:
+    """A non-uniform spec of the smoke space: each unit at a random choice in its upper half."""
+    sp = _space()
+    rng = np.random.default_rng(seed)
+    ch = {u.name: int(rng.choice(u.choices[len(u.choices) // 2:])) for u in sp.units}
+    return save_spec(make_spec(sp, ch, metrics={"proxy_top1": proxy_top1}), tmp / f"{name}.json")
+
+
+def _reports(run: Path, name: str) -> list[dict]:
+    """Every report a trial made, in order (Tune's result.json, one line per report)."""
+    (exp,) = [p for p in (run / "train" / "ray").iterdir() if p.is_dir()]
+    lines = (exp / name / "result.json").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+# ---- pure parts --------------------------------------------------------------------------------
+
+def test_scratch_b_epochs_scale_with_macs_and_are_capped():
+    r = Recipe(epochs=10, scratch_b_cap=2.0)
+    assert scratch_epochs(r, "scratch-e", 100, 400) == 10
+    assert scratch_epochs(r, "scratch-b", 800, 1000) == 13  # 10 * 1.25, rounded up
+    assert scratch_epochs(r, "scratch-b", 100, 1000) == 20  # 10x less compute, capped at 2x
+    assert scratch_epochs(Recipe(epochs=10, scratch_b_cap=5.0), "scratch-b", 400, 1000) == 25
+
+
+def test_lr_warms_up_then_follows_a_cosine_to_min_lr():
+    r = Recipe(lr=0.4, warmup_epochs=1.0, min_lr=0.0)
+    lrs = [lr_at(r, s, 100, 10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.04) and lrs[9] == pytest.approx(0.4)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[10 + 45] == pytest.approx(0.2, abs=0.01)  # halfway through the cosine
+    assert lrs[-1] < 0.001
+
+
+def test_each_budget_gets_the_largest_uniform_network_not_above_it(tmp_path):
+    files = [_spec_file(tmp_path, "a", 1, 50.0), _spec_file(tmp_path, "b", 2, 60.0)]
+    cands = with_baselines(from_spec_files([str(f) for f in files] + [str(files[0])]))
+    searched = [c for c in cands if c.kind == "searched"]
+    baselines = {c.name: c for c in cands if c.kind == "baseline"}
+    assert [c.name for c in searched] == ["searched-a", "searched-b", "searched-a-2"]
+    assert len(baselines) == 2  # a and its duplicate share one budget, so one baseline
+    cm = cost_model(_space())
+    for c in searched:
+        b = baselines[c.baseline]
+        assert b.macs <= c.macs
+        ratio, ch, macs = cm.uniform_for_budget(c.macs)
+        assert (b.macs, b.spec.channels) == (macs, ch)
+        assert b.name == f"uniform-{ratio:.4f}"
+
+
+def test_kendall_tau_of_proxy_against_scratch():
+    rows = [{"proxy_top1": p, "test_top1": t} for p, t in [(1, 10), (2, 20), (3, 30), (4, 25)]]
+    res = kendall(rows + [{"proxy_top1": None, "test_top1": 5.0}])
+    assert res["n"] == 4 and res["tau"] == pytest.approx(4 / 6)
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, needle", [
+    (["--spec", "missing.json"], "missing.json"),
+    (["--top", "3"], "no search results"),
+    (["--spec", "x.json", "--seeds", "0"], "--seeds 0"),
+    (["--top", "2", "--spec", "x.json"], "not both"),
+    ([], "not both and not neither"),
+    (["--resume"], "no training to resume"),
+])
+def test_bad_input_exits_2_with_one_line(cli, tmp_path, args, needle):
+    code, out, err = cli("train", tmp_path / "run", *args)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("metaprune: error:") and needle in err
+
+
+def test_a_spec_for_other_data_is_refused(cli, tmp_path):
+    sp = get_space("mobilenet_v1", **dict(SPACE, in_channels=3))
+    f = save_spec(make_spec(sp, sp.max_channels()), tmp_path / "rgb.json")
+    code, _, err = cli("train", tmp_path / "run", "--spec", f, *FAST)
+    assert code == 2 and "in_channels=3" in err and "mnist5k" in err
+
+
+def test_report_without_results_exits_2(cli, tmp_path):
+    code, _, err = cli("report", tmp_path)
+    assert code == 2 and "no scratch-training results" in err
+
+
+# ---- on the Ray cluster ------------------------------------------------------------------------
+
+def test_searched_and_baseline_trials_run_and_report(cli, tmp_path, ray_cluster):
+    run = tmp_path / "run"
+    files = [_spec_file(tmp_path, "a", 1, 40.0), _spec_file(tmp_path, "b", 2, 45.0)]
+    code, out, err = cli("train", run, "--spec", files[0], "--spec", files[1], "--epochs", "2", *FAST)
+    assert code == 0, err
+    doc = json.loads((run / "train" / "results.json").read_text())
+    rows = {r["name"]: r for r in doc["results"]}
+    searched = [rows["searched-a"], rows["searched-b"]]
+    baselines = [r for r in rows.values() if r["kind"] == "baseline"]
+    assert len(rows) == 2 + len(baselines) and 1 <= len(baselines) <= 2
+    for r in searched:
+        base = rows[r["baseline"]]
+        assert base["kind"] == "baseline" and base["macs"] <= r["macs"]
+        assert r["delta_top1"] == pytest.approx(r["test_top1"] - base["test_top1"])
+    for r in rows.values():
+        assert r["epochs"] == 2 and r["seeds"] == [0] and r["failed"] == []
+        assert 0 <= r["test_top1"] <= r["test_top5"] <= 100 and r["wall_s"] > 0
+        assert r["test_top1_std"] == 0.0
+        reports = _reports(run, f"{r['name']}-s0")
+        assert [x["epoch"] for x in reports] == [1, 2]
+        assert reports[-1]["test_top1"] == r["test_top1"]  # the last epoch's, not the best
+    assert rows["searched-a"]["proxy_top1"] == 40.0
+
+    code, out, err = cli("report", run, "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    names = {r["name"] for r in rep["results"]}
+    assert names == set(rows)
+    for r in rep["results"]:
+        assert {"name", "kind", "macs", "proxy_top1", "test_top1"} <= set(r)
+    assert rep["kendall"]["n"] == 2
+    assert (run / "train" / "report.png").stat().st_size > 0
+    code, out, _ = cli("report", run)
+    assert code == 0 and "searched-a" in out and "Kendall" in out
+
+
+def test_a_trial_that_crashes_once_resumes_from_its_checkpoint(cli, tmp_path, ray_cluster):
+    run = tmp_path / "run"
+    f = _spec_file(tmp_path, "c", 3, 50.0)
+    code, _, err = cli("train", run, "--spec", f, "--epochs", "3", "--set", "crash_at_epoch=1", *FAST)
+    assert code == 0, err
+    for r in json.loads((run / "train" / "results.json").read_text())["results"]:
+        assert r["failed"] == [] and r["test_top1"] is not None
+        reports = _reports(run, f"{r['name']}-s0")
+        assert [x["epoch"] for x in reports] == [1, 2, 3]  # every epoch, each reported once
+        assert [x["restores"] for x in reports] == [0, 1, 1]  # epochs 2-3 ran after a restore
+        assert math.isclose(reports[-1]["wall_s"], r["wall_s"])
+
+
+def test_resume_restores_an_errored_experiment(cli, tmp_path, ray_cluster):
+    run = tmp_path / "run"
+    f = _spec_file(tmp_path, "d", 4, 50.0)
+    code, _, err = cli("train", run, "--spec", f, "--epochs", "2", "--set", "crash_at_epoch=1",
+                       "--set", "max_failures=0", *FAST)
+    assert code != 0 and "--resume" in err.splitlines()[-1]
+    rows = json.loads((run / "train" / "results.json").read_text())["results"]
+    assert all(r["failed"] and r["test_top1"] is None for r in rows)
+
+    code, _, err = cli("train", run, "--resume", "--quiet")
+    assert code == 0, err
+    rows = json.loads((run / "train" / "results.json").read_text())["results"]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["failed"] == [] and r["test_top1"] is not None
+        reports = _reports(run, f"{r['name']}-s0")
+        assert [x["epoch"] for x in reports] == [1, 2] and reports[-1]["restores"] == 1
