@@ -6,6 +6,7 @@ model end to end (median), then report the mean absolute percentage error (MAPE)
 load average is recorded, since other processes on a small box disturb both sides.
 
     .venv/bin/python benchmarks/bench_latency.py --space smoke --threads 1 --vectors 20
+    .venv/bin/python benchmarks/bench_latency.py --space smoke --threads 1 --clock cpu --grid-steps 3,1
     .venv/bin/python benchmarks/bench_latency.py --space default224 --threads 1 --vectors 20
 """
 from __future__ import annotations
@@ -41,11 +42,12 @@ def mape_of(table: LatencyTable, space, X: np.ndarray, measured: np.ndarray) -> 
             "predicted_ms": [round(float(p), 3) for p in pred]}
 
 
-def run(label: str, threads: int, vectors: int, seed: int, grid_steps: list[int], timing: TimingConfig) -> dict:
+def run(label: str, threads: int, vectors: int, seed: int, grid_steps: list[int], timing: TimingConfig,
+        rounds: int) -> dict:
     name, opts = SPACES[label]
     space = get_space(name, **opts)
     load_before = os.getloadavg()
-    out: dict = {"space": label, "name": name, "options": opts, "threads": threads, "vectors": vectors,
+    out: dict = {"space": label, "clock": timing.clock, "name": name, "options": opts, "threads": threads, "vectors": vectors,
                  "seed": seed, "timing": timing.to_dict(), "builds": {}}
     tables = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,14 +61,16 @@ def run(label: str, threads: int, vectors: int, seed: int, grid_steps: list[int]
                   f"{out['builds'][step]['seconds']} s", flush=True)
     rng = np.random.default_rng(seed)
     X = np.array([[int(rng.choice(u.choices)) for u in space.units] for _ in range(vectors)])
-    measured = []
+    models = [build_model(make_spec(space, dict(zip(space.unit_names, (int(v) for v in row))))) for row in X]
     t0 = time.perf_counter()
-    for row in X:
-        model = build_model(make_spec(space, dict(zip(space.unit_names, (int(v) for v in row)))))
-        measured.append(measure_model_ms(model, space.options["input_size"], space.options["in_channels"],
-                                         "cpu", 1, threads))
+    rounds_ms = np.zeros((rounds, vectors))
+    for r in range(rounds):  # rounds spread each vector's timing over the run: bursts of load average out
+        for i, model in enumerate(models):
+            rounds_ms[r, i] = measure_model_ms(model, space.options["input_size"], space.options["in_channels"],
+                                               "cpu", 1, threads, tables[grid_steps[0]].model_timing())
     out["measure_seconds"] = round(time.perf_counter() - t0, 1)
-    measured = np.array(measured)
+    measured = np.median(rounds_ms, axis=0)
+    out["round_spread_pct"] = round(float(np.mean((rounds_ms.max(0) - rounds_ms.min(0)) / measured) * 100), 1)
     out["measured_ms"] = [round(float(m), 3) for m in measured]
     out["results"] = {step: mape_of(tables[step], space, X, measured) for step in grid_steps}
     out["loadavg_before"] = [round(x, 2) for x in load_before]
@@ -74,7 +78,8 @@ def run(label: str, threads: int, vectors: int, seed: int, grid_steps: list[int]
     for step, r in out["results"].items():
         print(f"[{label}] grid step {step}: MAPE {r['mape_pct']}% (bias {r['bias_pct']:+}%, max "
               f"{r['max_abs_pct']}%; without overhead term {r['mape_without_overhead_pct']}%), "
-              f"overhead {r['overhead_ms']:.3f} ms; measured {measured.min():.2f}..{measured.max():.2f} ms",
+              f"overhead {r['overhead_ms']:.3f} ms; measured {measured.min():.2f}..{measured.max():.2f} ms "
+              f"(spread over rounds {out['round_spread_pct']}%); load {out['loadavg_after']}",
               flush=True)
     return out
 
@@ -87,10 +92,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grid-steps", default="3", help="comma-separated grid steps to build and compare")
     ap.add_argument("--repeats", type=int, default=7, help="samples per table entry (median)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: latency; cpu: thread CPU time (1 thread), robust to a busy machine")
+    ap.add_argument("--rounds", type=int, default=3, help="end-to-end timings per vector, median")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
-    timing = TimingConfig(warmup=3, repeats=a.repeats, min_sample_ms=1.0)
-    res = run(a.space, a.threads, a.vectors, a.seed, [int(s) for s in a.grid_steps.split(",")], timing)
+    timing = TimingConfig(warmup=3, repeats=a.repeats, min_sample_ms=1.0, clock=a.clock)
+    res = run(a.space, a.threads, a.vectors, a.seed, [int(s) for s in a.grid_steps.split(",")], timing,
+              a.rounds)
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -115,9 +115,11 @@ def test_prediction_is_the_sum_of_layer_entries_plus_overhead(space, built):
         for node in space.nodes:
             if hasattr(node, "convs"):
                 c = get(node.convs[-1].out_ch)
-                expected += [v for k, v in table.entries.items()
-                             if k.startswith("block|") and f"|{c}|" in k and k.endswith(f"|{int(node.residual)}")
-                             and _block_size(space, node.name) == int(k.split("|")[2])][0]
+                size_b = _block_size(space, node.name)
+                want = ["block", "k1s1p0", str(size_b), str(c), node.act or "none", str(int(node.residual))]
+                hits = [v for k, v in table.entries.items() if k.split("|") == want]
+                assert len(hits) == 1
+                expected += hits[0]
         expected += table.overheads[space_key(space)]["ms"]
         pred = table.predict_ms(space, ch)
         assert pred.shape == (1,)

@@ -8,8 +8,9 @@ File format (JSON, written atomically)::
      "entries": {SHAPE_KEY: ms}, "overheads": {SPACE_KEY: {"space", "options", "ms"}}}
 
 A network's predicted latency = sum of its terms' entries (interpolated on the grid) + the space's
-overhead, a constant measured once per network structure: the median of (end-to-end - sum of
-terms) over three calibration networks (narrowest, middle and widest uniform vectors).
+overhead, a constant measured once per network structure: the median of (end-to-end - sum of its
+terms timed just before) over three calibration networks (narrowest, middle and widest uniform
+vectors), three rounds each. Entries are measured in a seeded shuffled order.
 
 Loading a table measured under another key (device name or torch version) *warns*; measuring a
 missing entry into such a table raises :class:`UserError` (it would mix machines).
@@ -102,6 +103,8 @@ class LatencyTable:
         todo = [s for s in shapes if s.key() not in self.entries]
         if not todo:
             return 0
+        # a seeded shuffle spreads bursts of load from other processes over unrelated layers
+        todo = [todo[i] for i in np.random.default_rng(len(todo)).permutation(len(todo))]
         self._check_can_measure()
         dev = check_device(self.key.device)
         last_save = time.monotonic()
@@ -118,19 +121,35 @@ class LatencyTable:
                     last_save = time.monotonic()
         return len(todo)
 
-    def calibrate(self, space: Space) -> float:
-        """Measure the space's overhead term (end-to-end minus sum of terms) and store it."""
+    def calibrate(self, space: Space, rounds: int = 3) -> float:
+        """Measure and store the space's overhead: what the sum of terms misses end to end.
+
+        For the narrowest, a middle and the widest uniform network, ``rounds`` times each, the
+        network's own terms are timed afresh right before the network is timed end to end; the
+        overhead is the median gap. Timing both sides back to back keeps the gap independent of
+        the load the machine had when the entries were measured.
+        """
         self._check_can_measure()
+        dev = check_device(self.key.device)
         vectors = [space.min_channels() if r == 0.0 else space.uniform_channels(r) for r in CALIBRATION_RATIOS]
-        sums = self._terms_ms(space, self._matrix(space, vectors))
+        terms = space_terms(space)
+        nets = []
+        for vec in vectors:
+            shapes = [t.shape(resolve(t.in_ref, vec), resolve(t.out_ref, vec)) for t in terms]
+            nets.append(([(s.module().to(dev), s.inputs(self.key.batch_size, dev)) for s in shapes],
+                         build_model(make_spec(space, vec))))
         gaps = []
-        for vec, s in zip(vectors, sums):
-            model = build_model(make_spec(space, vec))
-            ms = measure_model_ms(model, space.options["input_size"], space.options["in_channels"],
-                                  self.key.device, self.key.batch_size, self.key.threads, self.model_timing())
-            gaps.append(ms - s)
+        opts = space.options
+        with torch_threads(self.key.threads):
+            for _ in range(max(1, rounds)):
+                for modules, model in nets:
+                    parts = sum(time_call_ms(m, x, self.key.device, self.timing) for m, x in modules)
+                    whole = measure_model_ms(model, opts["input_size"], opts["in_channels"], self.key.device,
+                                             self.key.batch_size, self.key.threads, self.model_timing())
+                    gaps.append(whole - parts)
         overhead = float(np.median(gaps))
         self.overheads[space_key(space)] = {"space": space.name, "ms": round(overhead, 6),
+                                            "gaps_ms": [round(g, 4) for g in gaps],
                                             "options": {k: v for k, v in space.options.items()
                                                         if k not in ("ratios", "fixed_units")}}
         return overhead
