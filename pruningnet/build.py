@@ -105,3 +105,24 @@ def _init_weights(model: nn.Module) -> None:
 def build_model(spec: SubnetSpec) -> SubnetModel:
     """A randomly initialised plain ``nn.Module`` with exactly the spec's channel counts."""
     return build_from_nodes(spec.space.nodes, spec.channels)
+
+
+def static_paths(nodes: tuple[Node, ...]):
+    """``(module_path, node)`` for every Conv and the Classifier, in the names :func:`build_model` uses.
+
+    Conv paths name a :class:`ConvBNAct` (append ``.conv`` / ``.bn``); the classifier path names
+    its ``Linear``.
+    """
+    i = 0
+    for node in nodes:
+        if isinstance(node, Conv):
+            yield f"features.{i}", node
+        elif isinstance(node, Block):
+            for c in node.convs:
+                yield f"features.{i}.body.{c.name}", c
+            if node.shortcut is not None:
+                yield f"features.{i}.shortcut", node.shortcut
+        elif isinstance(node, Classifier):
+            yield "classifier.fc", node
+            continue
+        i += 1

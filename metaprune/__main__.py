@@ -1,0 +1,3 @@
+from metaprune.cli.main import run
+
+run()

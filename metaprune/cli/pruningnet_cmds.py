@@ -1,0 +1,91 @@
+"""``metaprune train-pruningnet`` and ``metaprune evaluate``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from pruningnet.errors import UserError
+
+from ..config import load_config
+from ..meta_config import MetaTrainConfig
+from ..runs import create_run, open_run, resolve_space
+from ..units import format_count
+from .common import echo_json, json_option, parse_key_values
+from .main import cli
+
+
+@cli.command("train-pruningnet")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config (see configs/). Without one, the built-in defaults are used.")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Run directory [default: runs/NAME-TIME].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set train.epochs=2.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this directory.")
+@click.option("--download", is_flag=True, help="Allow torchvision to download CIFAR data.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet) -> None:
+    """Meta-train a PruningNet: every batch trains a freshly sampled channel vector."""
+    from ..meta_train import meta_train
+
+    if resume_dir:
+        if config_path or sets or run_dir:
+            raise UserError("--resume takes the run's own config; do not pass -c, --set or --run-dir with it")
+        run = open_run(resume_dir)
+        data = run.load_data()
+    else:
+        overrides = parse_key_values(sets, "--set")
+        if download:
+            overrides["data.download"] = True
+        cfg = load_config(MetaTrainConfig, config_path, overrides)
+        name = Path(config_path).stem if config_path else "pruningnet"
+        path = Path(run_dir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if (path / "config.yaml").exists():
+            raise UserError(f"run directory {str(path)!r} already holds a run; pass --resume {path} "
+                            "to continue it or choose another --run-dir")
+        data = cfg.data.load(cfg.seed)
+        space = resolve_space(cfg, data)
+        run = create_run(path, cfg, space, data)
+    click.echo(f"run: {run.path}  space: {run.space.name}  data: {data.name} {data.info}", err=True)
+    status = meta_train(run, data, progress=not quiet)
+    click.echo(f"PruningNet trained: {status['step']} steps in {status.get('wall_s', 0)} s -> "
+               f"{run.path / 'pruningnet.pt'}")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN")
+@click.argument("spec_file", metavar="SPEC", required=False)
+@click.option("--uniform", type=float, help="Score the uniform-width vector at this ratio of the max (0, 1].")
+@click.option("--bn-batches", type=int, help="Training batches for BN re-estimation [default: from the run].")
+@click.option("--max-images", type=int, help="Score on at most this many search-split images.")
+@json_option
+def evaluate(run_dir, spec_file, uniform, bn_batches, max_images, as_json) -> None:
+    """Proxy accuracy (search split, PruningNet weights, BN re-estimated) of SPEC or a uniform vector."""
+    from ..evaluation import evaluate as eval_vector
+    from ..specfile import load_spec
+    from pruningnet.cost import cost_model
+
+    if (spec_file is None) == (uniform is None):
+        raise UserError("give exactly one of SPEC or --uniform RATIO")
+    run = open_run(run_dir)
+    if uniform is not None:
+        if not 0 < uniform <= 1:
+            raise UserError(f"--uniform {uniform} is not accepted; accepted: a ratio in (0, 1]")
+        channels = run.space.uniform_channels(uniform)
+    else:
+        spec = load_spec(spec_file)
+        if spec.space.name != run.space.name or spec.space.options != run.space.options:
+            raise UserError(f"spec {spec_file!r} is for space {spec.space.name} with other options than "
+                            f"run {run_dir!r} ({run.space.name}); export specs from this run")
+        channels = spec.channels
+    net = run.load_pruningnet()
+    ec = run.config.eval
+    res = eval_vector(net, channels, run.load_data(), bn_batches or ec.bn_batches,
+                      max_images or ec.max_images, ec.batch_size, seed=run.seed)
+    res["macs"] = int(cost_model(run.space).macs(channels)[0])
+    res["params"] = int(cost_model(run.space).params(channels)[0])
+    if as_json:
+        echo_json(res)
+    else:
+        click.echo(f"top-1 {res['top1']:.4f}  top-5 {res['top5']:.4f}  MACs {format_count(res['macs'])}  "
+                   f"params {format_count(res['params'])}  (search split, BN re-estimated)")

@@ -1,0 +1,75 @@
+"""Scoring a channel vector with PruningNet weights: the proxy accuracy the search ranks by.
+
+Weights are generated once per candidate (into a static network), BN statistics are re-estimated
+on training batches, and top-1/top-5 are measured on the search split, never on the test split.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from pruningnet.bn import recalibrate_bn
+from pruningnet.hypernet import PruningNet
+
+from .data import DataSplits
+
+
+def _device(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+def bn_batches(data: DataSplits, count: int, batch_size: int, seed: int, device) -> list[torch.Tensor]:
+    """The same ``count`` training batches (no augmentation) for every candidate of a search."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for x, _ in data.train.batches(batch_size, shuffle=True, generator=gen, device=device):
+        out.append(x)
+        if len(out) == count:
+            break
+    return out
+
+
+def generate(net: PruningNet, channels: Mapping[str, int], data: DataSplits, bn_batches: int = 10,
+             batch_size: int = 128, seed: int = 0, batches: list[torch.Tensor] | None = None) -> nn.Module:
+    """A plain network with the vector's generated weights and re-estimated BN, in eval mode."""
+    device = _device(net)
+    model = net.generate(channels)
+    if batches is None:
+        batches = globals()["bn_batches"](data, bn_batches, batch_size, seed, device)
+    return recalibrate_bn(model, batches)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split, max_images: int | None = None, batch_size: int = 256,
+             device=None) -> dict[str, float]:
+    """Top-1 and top-5 (fractions) of ``model`` on ``split`` (the first ``max_images`` images)."""
+    device = device or _device(model)
+    model.eval()
+    n = top1 = top5 = 0
+    for x, y in split.batches(batch_size, device=device):
+        if max_images is not None and n + len(y) > max_images:
+            x, y = x[: max_images - n], y[: max_images - n]
+        logits = model(x)
+        k = min(5, logits.shape[1])
+        pred = logits.topk(k, dim=1).indices
+        hit = pred == y.view(-1, 1)
+        top1 += int(hit[:, 0].sum())
+        top5 += int(hit.any(dim=1).sum())
+        n += len(y)
+        if max_images is not None and n >= max_images:
+            break
+    return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "images": n}
+
+
+def evaluate(net: PruningNet, channels: Mapping[str, int], data: DataSplits, bn_batches: int = 10,
+             max_images: int | None = None, batch_size: int = 128, seed: int = 0,
+             batches: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """Proxy accuracy of one vector: ``{"top1", "top5"}`` on the search split after BN re-estimation.
+
+    Pass ``batches`` (from :func:`bn_batches`) to reuse the BN batches across candidates.
+    """
+    model = generate(net, channels, data, bn_batches, batch_size, seed, batches)
+    res = accuracy(model, data.search, max_images, batch_size)
+    return {"top1": res["top1"], "top5": res["top5"]}

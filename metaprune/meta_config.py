@@ -1,0 +1,93 @@
+"""The meta-training config: which space, which data, the generator size and the recipe."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .config import check
+from .data import DataConfig
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """A space by name with its options; ``in_channels``, ``num_classes`` and ``input_size``
+    default to the dataset's."""
+
+    name: str = "mobilenet_v2"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: int = 32  # generator hidden width (MetaPruning: 32)
+
+    def validate(self, prefix: str = "") -> None:
+        check(self.hidden >= 1, prefix + "hidden", self.hidden, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Meta-training recipe: SGD with momentum, label smoothing, cosine or linear decay."""
+
+    epochs: int = 64
+    max_steps: int | None = None  # stop early (after this many steps) if set
+    batch_size: int = 128
+    lr: float = 0.25
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    schedule: Literal["cosine", "linear"] = "cosine"
+    warmup_steps: int = 0
+    sampling: Literal["uniform", "sandwich"] = "uniform"
+    augment: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    threads: int | None = None
+    checkpoint_every_steps: int = 50
+    log_every_steps: int = 10
+
+    def validate(self, prefix: str = "") -> None:
+        check(self.epochs >= 1, prefix + "epochs", self.epochs, "an integer >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, prefix + "max_steps", self.max_steps,
+              "an integer >= 1 or null")
+        check(self.batch_size >= 1, prefix + "batch_size", self.batch_size, "an integer >= 1")
+        check(self.lr > 0, prefix + "lr", self.lr, "a number > 0")
+        check(0 <= self.momentum < 1, prefix + "momentum", self.momentum, "a number in [0, 1)")
+        check(self.weight_decay >= 0, prefix + "weight_decay", self.weight_decay, "a number >= 0")
+        check(0 <= self.label_smoothing < 1, prefix + "label_smoothing", self.label_smoothing,
+              "a number in [0, 1)")
+        check(self.warmup_steps >= 0, prefix + "warmup_steps", self.warmup_steps, "an integer >= 0")
+        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+              prefix + "device", self.device, "auto, cpu, cuda or cuda:N")
+        check(self.threads is None or self.threads >= 1, prefix + "threads", self.threads, "an integer >= 1")
+        check(self.checkpoint_every_steps >= 1, prefix + "checkpoint_every_steps",
+              self.checkpoint_every_steps, "an integer >= 1")
+        check(self.log_every_steps >= 1, prefix + "log_every_steps", self.log_every_steps, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a candidate is scored: BN re-estimated on ``bn_batches`` training batches, then top-1
+    on (up to ``max_images`` of) the search split."""
+
+    bn_batches: int = 10
+    batch_size: int = 128
+    max_images: int | None = None
+
+    def validate(self, prefix: str = "") -> None:
+        check(self.bn_batches >= 1, prefix + "bn_batches", self.bn_batches, "an integer >= 1")
+        check(self.batch_size >= 1, prefix + "batch_size", self.batch_size, "an integer >= 1")
+        check(self.max_images is None or self.max_images >= 1, prefix + "max_images", self.max_images,
+              "an integer >= 1 or null")
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    seed: int = 0
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,168 @@
+"""Meta-training a PruningNet: every batch trains a freshly sampled channel vector.
+
+Deterministic given the seed: the data order of an epoch and the vector of a step derive from
+``(seed, epoch)`` and ``(seed, step)``, so a run resumed from a checkpoint ends with the same
+weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pruningnet.errors import UserError
+from pruningnet.hypernet import PruningNet
+from pruningnet.spaces import Space
+
+from .fileio import atomic_write, write_json, write_text
+from .runs import PRUNINGNET_FILE, Run
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or inf; the last good checkpoint is left as it was."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device={name!r} but no CUDA device is available; accepted here: auto, cpu")
+    return torch.device(name)
+
+
+def sample_vectors(space: Space, rng: np.random.Generator, sampling: str) -> list[dict[str, int]]:
+    """One uniform random vector, or (sandwich rule) the max, the min and one random vector."""
+    rand = {u.name: int(u.choices[rng.integers(len(u.choices))]) for u in space.units}
+    if sampling == "sandwich":
+        return [space.max_channels(), space.min_channels(), rand]
+    return [rand]
+
+
+def _lr_lambda(total: int, warmup: int, schedule: str):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0))) if schedule == "cosine" else max(0.0, 1 - t)
+    return f
+
+
+def _save_checkpoint(run: Run, net, opt, sched, step: int) -> None:
+    state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}
+    atomic_write(run.path / CHECKPOINT, lambda p: torch.save(state, p))
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def meta_train(run: Run, data, progress: bool = True) -> dict:
+    """Meta-train (or resume) the run's PruningNet; writes checkpoints, metrics and the final net."""
+    cfg, tc = run.config, run.config.train
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    use_cuda = device.type == "cuda"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+        tc.amp, torch.bfloat16 if (tc.amp == "auto" and use_cuda) else None)
+    channels_last = tc.channels_last == "on" or (tc.channels_last == "auto" and use_cuda)
+
+    torch.manual_seed(cfg.seed)
+    net = PruningNet(run.space, hidden=cfg.model.hidden).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov,
+                          weight_decay=tc.weight_decay)
+    steps_per_epoch = len(data.train) // tc.batch_size
+    if steps_per_epoch < 1:
+        raise UserError(f"train.batch_size={tc.batch_size} is larger than the training split "
+                        f"({len(data.train)} images)")
+    total = tc.epochs * steps_per_epoch
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, tc.warmup_steps, tc.schedule))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16 and use_cuda)
+
+    step = 0
+    ckpt = run.path / CHECKPOINT
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = state["step"]
+        _trim_metrics(run.path / "metrics.jsonl", step)
+    write_json(run.path / "status.json", {"state": "running", "step": step, "total_steps": total})
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    metrics_f = open(run.path / "metrics.jsonl", "a")
+    t_start, seen, last_log = time.time(), 0, time.time()
+    net.train()
+    try:
+        while step < total:
+            epoch = step // steps_per_epoch
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            batches = data.train.batches(tc.batch_size, shuffle=True, augment=tc.augment,
+                                         generator=gen, drop_last=True)
+            for i, (x, y) in enumerate(batches):
+                if epoch * steps_per_epoch + i < step:
+                    continue  # replaying the epoch's data order up to the resume point
+                if step >= total:
+                    break
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                torch.manual_seed(cfg.seed * 7_919 + step)  # dropout
+                vectors = sample_vectors(run.space, np.random.default_rng([cfg.seed, step]), tc.sampling)
+                opt.zero_grad(set_to_none=True)
+                loss_sum, correct = 0.0, 0
+                for ch in vectors:
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        logits = net(x, ch)
+                        loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"loss is {loss.item()} at step {step}; stopped, last good checkpoint kept "
+                            f"at {ckpt}. Lower train.lr (now {tc.lr}) or check the data")
+                    scaler.scale(loss / len(vectors)).backward()
+                    loss_sum += loss.item() / len(vectors)
+                    correct = int((logits.argmax(1) == y).sum())
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                seen += len(y)
+                ips = seen / max(time.time() - t_start, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct / len(y):.3f}", img_s=f"{ips:.0f}")
+                if step % tc.log_every_steps == 0 or step == total:
+                    now = time.time()
+                    metrics_f.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss_sum, 5),
+                                                "train_top1": correct / len(y), "lr": sched.get_last_lr()[0],
+                                                "img_per_s": round(ips, 1),
+                                                "wall_s": round(now - last_log, 3)}) + "\n")
+                    metrics_f.flush()
+                    last_log = now
+                if step % tc.checkpoint_every_steps == 0 or step == total:
+                    _save_checkpoint(run, net, opt, sched, step)
+    finally:
+        bar.close()
+        metrics_f.close()
+    atomic_write(run.path / PRUNINGNET_FILE, lambda p: torch.save(net.state_dict(), p))
+    status = {"state": "done", "step": step, "total_steps": total,
+              "wall_s": round(time.time() - t_start, 2), "device": str(device)}
+    write_json(run.path / "status.json", status)
+    return status
+
+

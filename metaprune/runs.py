@@ -1,0 +1,94 @@
+"""The run store: one directory per meta-trained PruningNet, holding everything later jobs need.
+
+Layout::
+
+    RUN/config.yaml        resolved config (seed included)
+    RUN/space.json         {"space": NAME, "options": {...}}: the resolved space
+    RUN/split.json         dataset, seed and split sizes
+    RUN/metrics.jsonl      one JSON line per logged step
+    RUN/checkpoints/last.pt  meta-training checkpoint (written atomically)
+    RUN/pruningnet.pt      the trained PruningNet
+    RUN/status.json        {"state": "running"|"done", ...}
+    RUN/search/  RUN/latency/  RUN/train/  RUN/exports/   later jobs
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pruningnet.errors import UserError
+from pruningnet.spaces import Space, get_space
+
+from .config import from_dict, to_dict
+from .data import DataSplits
+from .fileio import write_json, write_text
+from .meta_config import MetaTrainConfig
+
+PRUNINGNET_FILE = "pruningnet.pt"
+
+
+def resolve_space(cfg: MetaTrainConfig, data: DataSplits | None = None) -> Space:
+    """The config's space, with input channels, classes and size taken from the data if unset."""
+    opts = dict(cfg.space.options)
+    if data is not None:
+        opts.setdefault("in_channels", data.in_channels)
+        opts.setdefault("num_classes", data.num_classes)
+        opts.setdefault("input_size", data.image_size)
+    return get_space(cfg.space.name, **opts)
+
+
+@dataclass
+class Run:
+    """An opened run directory."""
+
+    path: Path
+    config: MetaTrainConfig
+    space: Space
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def load_data(self) -> DataSplits:
+        return self.config.data.load(self.config.seed)
+
+    def has_pruningnet(self) -> bool:
+        return (self.path / PRUNINGNET_FILE).is_file()
+
+    def load_pruningnet(self, device: str = "cpu"):
+        """The trained PruningNet, in eval mode, on ``device``."""
+        import torch
+
+        from pruningnet.hypernet import PruningNet
+
+        f = self.path / PRUNINGNET_FILE
+        if not f.is_file():
+            raise UserError(f"run {str(self.path)!r} has no trained PruningNet; run "
+                            f"`metaprune train-pruningnet --resume {self.path}` to finish it")
+        blob = torch.load(f, map_location=device, weights_only=True)
+        net = PruningNet(self.space, hidden=self.config.model.hidden)
+        net.load_state_dict(blob)
+        return net.to(device).eval()
+
+
+def create_run(path: Path, cfg: MetaTrainConfig, space: Space, data: DataSplits) -> Run:
+    """Write the resolved config, space and split of a new run."""
+    path.mkdir(parents=True, exist_ok=True)
+    write_text(path / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_json(path / "space.json", {"space": space.name, "options": space.options})
+    write_json(path / "split.json", {"dataset": data.name, "seed": cfg.seed, **data.info})
+    return Run(path, cfg, space)
+
+
+def open_run(path: str | Path) -> Run:
+    """Open an existing run directory; a missing or foreign directory raises :class:`UserError`."""
+    p = Path(path)
+    if not (p / "config.yaml").is_file() or not (p / "space.json").is_file():
+        raise UserError(f"{str(p)!r} is not a metaprune run (no config.yaml and space.json); "
+                        "create one with `metaprune train-pruningnet -c CONFIG --run-dir DIR`")
+    cfg = from_dict(MetaTrainConfig, yaml.safe_load((p / "config.yaml").read_text()) or {})
+    sp = json.loads((p / "space.json").read_text())
+    return Run(p, cfg, get_space(sp["space"], **sp["options"]))

@@ -1,0 +1,142 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from metaprune import get_space
+from pruningnet.hypernet import PruningNet
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = ["--set", "data.name=synthetic", "--set", "space.options.width_mult=0.25",
+        "--set", "space.options.ratios=[0.5,0.75,1.0]", "--set", "model.hidden=4",
+        "--set", "train.batch_size=32", "--set", "train.log_every_steps=1"]
+
+
+@pytest.mark.parametrize("name, opts", [
+    ("mobilenet_v1", {"width_mult": 0.25}),
+    ("mobilenet_v2", {"width_mult": 0.35, "small_input": True}),
+    ("resnet50", {"width_mult": 0.125, "small_input": True}),
+])
+def test_forward_equals_generated_static_network(name, opts):
+    """PruningNet(x, channels) and generate(channels) compute the same function."""
+    sp = get_space(name, input_size=32, in_channels=3, num_classes=10, **opts)
+    torch.manual_seed(0)
+    net = PruningNet(sp, hidden=8)
+    rng = np.random.default_rng(0)
+    x = torch.randn(16, 3, 32, 32)
+    for _ in range(3):
+        ch = {u.name: int(rng.choice(u.choices)) for u in sp.units}
+        model = net.generate(ch).train()  # batch statistics, as PruningNet's BN during training
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        net.eval()
+        with torch.no_grad():
+            a, b = net(x, ch), model(x)
+        assert a.shape == (16, 10)
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_vector_is_an_argument_not_state():
+    sp = get_space("mobilenet_v2", width_mult=0.35, small_input=True, input_size=32, num_classes=10)
+    net = PruningNet(sp, hidden=4).eval()
+    x = torch.randn(4, 3, 32, 32)
+    lo, hi = sp.min_channels(), sp.max_channels()
+    with torch.no_grad():
+        a1, b, a2 = net(x, lo), net(x, hi), net(x, lo)
+    assert torch.equal(a1, a2) and not torch.allclose(a1, b)
+
+
+def _train(cli, run_dir, *extra):
+    return cli("train-pruningnet", "-c", os.path.join(REPO, "configs", "smoke.yaml"), "--run-dir",
+               run_dir, "--quiet", *TINY, *extra)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cli):
+    steps = ["--set", "train.max_steps=40", "--set", "train.checkpoint_every_steps=4"]
+    code, _, err = _train(cli, str(tmp_path / "full"), *steps)
+    assert code == 0, err
+    full = torch.load(tmp_path / "full" / "pruningnet.pt", weights_only=True)
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "metaprune.cli", "train-pruningnet", "-c",
+           os.path.join(REPO, "configs", "smoke.yaml"), "--run-dir", str(run), "--quiet", *TINY, *steps]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), proc.stderr.read().decode()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < killed_at < 40 and not (run / "pruningnet.pt").exists()
+
+    code, _, err = cli("train-pruningnet", "--resume", str(run), "--quiet")
+    assert code == 0, err
+    resumed = torch.load(run / "pruningnet.pt", weights_only=True)
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    steps_logged = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps_logged == list(range(1, 41))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cli):
+    run = tmp_path / "nan"
+    code, out, err = _train(cli, str(run), "--set", "train.lr=1e30", "--set", "train.warmup_steps=0",
+                            "--set", "train.checkpoint_every_steps=1", "--set", "train.max_steps=30")
+    assert code == 2
+    assert "loss is" in err and "last good checkpoint" in err and len(err.strip().splitlines()) == 1
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["net"].values())
+    assert not (run / "pruningnet.pt").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "train.batch_size=0"], "train.batch_size=0"),
+    (["--set", "data.name=imagenet22k"], "data.name='imagenet22k'"),
+    (["--set", "train.bogus=1"], "unknown config key train.bogus"),
+    (["--set", "train.lr=fast"], "train.lr='fast'"),
+    (["--set", "space.name=vgg"], "unknown space 'vgg'"),
+    (["--set", "space.options.depth=3"], "unknown option 'depth'"),
+])
+def test_bad_config_fails_before_training(tmp_path, cli, args, needle):
+    code, out, err = _train(cli, str(tmp_path / "bad"), *args)
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_missing_config_file(cli, tmp_path):
+    code, _, err = cli("train-pruningnet", "-c", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_smoke_pruningnet_learns(smoke_run, cli):
+    from metaprune.evaluation import evaluate
+    from metaprune.runs import open_run
+
+    run = open_run(smoke_run)
+    data = run.load_data()
+    net = run.load_pruningnet()
+    torch.manual_seed(0)
+    untrained = PruningNet(run.space, hidden=run.config.model.hidden).eval()
+    chance = 1 / data.num_classes
+    for ch in (run.space.max_channels(), run.space.uniform_channels(0.625)):
+        trained = evaluate(net, ch, data, bn_batches=5, max_images=500)["top1"]
+        raw = evaluate(untrained, ch, data, bn_batches=5, max_images=500)["top1"]
+        assert trained > 3 * chance, trained
+        assert trained > raw + 0.3, (trained, raw)
+    code, out, err = cli("evaluate", str(smoke_run), "--uniform", "0.5", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res) >= {"top1", "top5", "macs"} and res["top1"] > 3 * chance and res["top5"] >= res["top1"]
+    code, _, err = cli("evaluate", str(smoke_run), "--uniform", "1.5")
+    assert code == 2 and "--uniform 1.5" in err
