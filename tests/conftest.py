@@ -32,3 +32,18 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """A run meta-trained once per session with configs/smoke.yaml (about a minute here)."""
+    from metaprune.cli.main import main
+
+    path = tmp_path_factory.mktemp("smoke") / "run"
+    code = main(["train-pruningnet", "-c", os.path.join(REPO, "configs", "smoke.yaml"),
+                 "--run-dir", str(path), "--quiet"])
+    assert code == 0
+    return path
