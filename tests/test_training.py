@@ -110,10 +110,13 @@ def test_report_without_results_exits_2(cli, tmp_path):
 
 # ---- on the Ray cluster ------------------------------------------------------------------------
 
-def test_searched_and_baseline_trials_run_and_report(cli, tmp_path, ray_cluster):
+def test_searched_and_baseline_trials_run_survive_a_crash_and_report(cli, tmp_path, ray_cluster):
+    """Every trial is made to crash once at its second epoch (``crash_at_epoch``, first attempt
+    only): FailureConfig retries it from its epoch-1 checkpoint and it still reports each epoch once."""
     run = tmp_path / "run"
     files = [_spec_file(tmp_path, "a", 1, 40.0), _spec_file(tmp_path, "b", 2, 45.0)]
-    code, out, err = cli("train", run, "--spec", files[0], "--spec", files[1], "--epochs", "2", *FAST)
+    code, out, err = cli("train", run, "--spec", files[0], "--spec", files[1], "--epochs", "2",
+                         "--set", "crash_at_epoch=1", *FAST)
     assert code == 0, err
     doc = json.loads((run / "train" / "results.json").read_text())
     rows = {r["name"]: r for r in doc["results"]}
@@ -129,7 +132,9 @@ def test_searched_and_baseline_trials_run_and_report(cli, tmp_path, ray_cluster)
         assert 0 <= r["test_top1"] <= r["test_top5"] <= 100 and r["wall_s"] > 0
         assert r["test_top1_std"] == 0.0
         reports = _reports(run, f"{r['name']}-s0")
-        assert [x["epoch"] for x in reports] == [1, 2]
+        assert [x["epoch"] for x in reports] == [1, 2]  # every epoch, each reported once
+        assert [x["restores"] for x in reports] == [0, 1]  # epoch 2 ran after a restore
+        assert math.isclose(reports[-1]["wall_s"], r["wall_s"])
         assert reports[-1]["test_top1"] == r["test_top1"]  # the last epoch's, not the best
     assert rows["searched-a"]["proxy_top1"] == 40.0
 
@@ -144,19 +149,6 @@ def test_searched_and_baseline_trials_run_and_report(cli, tmp_path, ray_cluster)
     assert (run / "train" / "report.png").stat().st_size > 0
     code, out, _ = cli("report", run)
     assert code == 0 and "searched-a" in out and "Kendall" in out
-
-
-def test_a_trial_that_crashes_once_resumes_from_its_checkpoint(cli, tmp_path, ray_cluster):
-    run = tmp_path / "run"
-    f = _spec_file(tmp_path, "c", 3, 50.0)
-    code, _, err = cli("train", run, "--spec", f, "--epochs", "3", "--set", "crash_at_epoch=1", *FAST)
-    assert code == 0, err
-    for r in json.loads((run / "train" / "results.json").read_text())["results"]:
-        assert r["failed"] == [] and r["test_top1"] is not None
-        reports = _reports(run, f"{r['name']}-s0")
-        assert [x["epoch"] for x in reports] == [1, 2, 3]  # every epoch, each reported once
-        assert [x["restores"] for x in reports] == [0, 1, 1]  # epochs 2-3 ran after a restore
-        assert math.isclose(reports[-1]["wall_s"], r["wall_s"])
 
 
 def test_resume_restores_an_errored_experiment(cli, tmp_path, ray_cluster):
@@ -176,3 +168,18 @@ def test_resume_restores_an_errored_experiment(cli, tmp_path, ray_cluster):
         assert r["failed"] == [] and r["test_top1"] is not None
         reports = _reports(run, f"{r['name']}-s0")
         assert [x["epoch"] for x in reports] == [1, 2] and reports[-1]["restores"] == 1
+
+
+@pytest.mark.parametrize("name", ["smoke", "cifar10", "imagenet_mobilenet_v1", "imagenet_mobilenet_v2",
+                                  "imagenet_resnet50"])
+def test_shipped_recipes_load(name):
+    from metaprune.training import load_train_config
+
+    cfg = load_train_config(name)
+    assert cfg.recipe.epochs >= 1 and cfg.recipe.lr > 0
+
+
+def test_a_bad_recipe_key_is_named(cli, tmp_path):
+    f = _spec_file(tmp_path, "e", 5, 50.0)
+    code, _, err = cli("train", tmp_path / "run", "--spec", f, "--set", "recipe.lr=-1")
+    assert code == 2 and "recipe.lr=-1" in err
