@@ -1,0 +1,67 @@
+"""The search config (``configs/search/*.yaml``); the defaults are MetaPruning's search."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from evolution import EvolutionSettings
+
+from ..config import check
+
+COST_KEYS = ("macs", "params", "latency_ms")
+
+
+@dataclass(frozen=True)
+class SearchEvalConfig:
+    """How each candidate is scored: BN re-estimated on ``bn_batches`` training batches, top-1 on at
+    most ``max_images`` search-split images (None: the run's meta-training eval setting), with
+    ``threads`` torch threads per evaluator (None: torch's default; 1 avoids thread contention on
+    small, busy CPUs and is what each Ray actor uses)."""
+
+    bn_batches: int | None = None
+    max_images: int | None = None
+    batch_size: int | None = None
+    threads: int | None = None
+
+    def validate(self, prefix: str = "") -> None:
+        for key in ("bn_batches", "max_images", "batch_size", "threads"):
+            v = getattr(self, key)
+            check(v is None or v >= 1, prefix + key, v, "an integer >= 1 or null")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Strategy, population sizes and operators, and the proxy evaluation."""
+
+    strategy: Literal["constrained", "pareto"] = "constrained"
+    population: int = 50
+    parents: int = 10
+    mutations: int = 25
+    crossovers: int = 25
+    mutation_prob: float = 0.1
+    crossover_prob: float = 0.5
+    generations: int = 20
+    objectives: tuple[str, ...] = ("macs",)
+    seed: int | None = None
+    eval: SearchEvalConfig = field(default_factory=SearchEvalConfig)
+
+    def validate(self, prefix: str = "") -> None:
+        for key in ("population", "parents", "generations"):
+            check(getattr(self, key) >= 1, prefix + key, getattr(self, key), "an integer >= 1")
+        for key in ("mutations", "crossovers"):
+            check(getattr(self, key) >= 0, prefix + key, getattr(self, key), "an integer >= 0")
+        check(self.generations == 1 or self.mutations + self.crossovers >= 1, prefix + "mutations",
+              self.mutations, "mutations + crossovers >= 1 when generations > 1")
+        for key in ("mutation_prob", "crossover_prob"):
+            check(0.0 <= getattr(self, key) <= 1.0, prefix + key, getattr(self, key), "a number in [0, 1]")
+        check(1 <= len(self.objectives) <= 3 and len(set(self.objectives)) == len(self.objectives)
+              and all(k in COST_KEYS for k in self.objectives), prefix + "objectives",
+              list(self.objectives), f"1 to 3 distinct of {', '.join(COST_KEYS)}")
+        check(self.seed is None or self.seed >= 0, prefix + "seed", self.seed, "an integer >= 0 or null")
+
+    def settings(self) -> EvolutionSettings:
+        """The :class:`~evolution.EvolutionSettings` of this config."""
+        return EvolutionSettings(strategy=self.strategy, population=self.population, parents=self.parents,
+                                 mutations=self.mutations, crossovers=self.crossovers,
+                                 mutation_prob=self.mutation_prob, crossover_prob=self.crossover_prob,
+                                 generations=self.generations, objectives=tuple(self.objectives))

@@ -1,0 +1,108 @@
+"""Scoring and costing candidates of a run: the fitness and cost functions handed to :mod:`evolution`."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pruningnet.cost import cost_model
+from pruningnet.errors import UserError
+from pruningnet.spaces import Space
+
+from .config import SearchConfig
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """BN re-estimation batches, batch size, search-split images and seed of the proxy top-1."""
+
+    bn_batches: int
+    batch_size: int
+    max_images: int | None
+    seed: int
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def proxy_settings(run, cfg: SearchConfig, seed: int) -> ProxySettings:
+    """The search config's eval settings, falling back to the run's meta-training eval section."""
+    run_eval = run.config.eval
+    return ProxySettings(
+        bn_batches=cfg.eval.bn_batches or run_eval.bn_batches,
+        batch_size=cfg.eval.batch_size or run_eval.batch_size,
+        max_images=cfg.eval.max_images if cfg.eval.max_images is not None else run_eval.max_images,
+        seed=seed, threads=cfg.eval.threads)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ProxyScorer:
+    """A run's PruningNet, data and BN batches, loaded once; called on a channel tuple (in the
+    space's unit order) it returns the proxy top-1 (a fraction) on the search split."""
+
+    def __init__(self, run_path: str | Path, settings: ProxySettings, device: str = "cpu"):
+        import torch
+
+        from ..evaluation import bn_batches
+        from ..runs import open_run
+
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        torch.manual_seed(settings.seed)
+        run = open_run(run_path)
+        self.space: Space = run.space
+        self.settings = settings
+        self.net = run.load_pruningnet(device=resolve_device(device))
+        self.data = run.load_data()
+        self.batches = bn_batches(self.data, settings.bn_batches, settings.batch_size, settings.seed,
+                                  next(self.net.parameters()).device)
+
+    def __call__(self, channels: tuple[int, ...]) -> float:
+        from ..evaluation import evaluate
+
+        ch = dict(zip(self.space.unit_names, (int(c) for c in channels)))
+        res = evaluate(self.net, ch, self.data, max_images=self.settings.max_images,
+                       batch_size=self.settings.batch_size, seed=self.settings.seed, batches=self.batches)
+        return float(res["top1"])
+
+    def model(self, channels: dict[str, int]):
+        """The plain network of ``channels`` with generated weights and re-estimated BN."""
+        from ..evaluation import generate
+
+        return generate(self.net, channels, self.data, batch_size=self.settings.batch_size,
+                        seed=self.settings.seed, batches=self.batches)
+
+
+def load_latency_table(run_path: Path):
+    """The run's latency table; :class:`UserError` when it has none."""
+    from ..latency import default_table_path, load_table
+
+    path = default_table_path(run_path)
+    if not path.is_file():
+        raise UserError(f"run {str(run_path)!r} has no latency table at {str(path)!r}; run "
+                        f"`metaprune latency build {run_path}` first")
+    return load_table(path)
+
+
+def make_cost_fn(space: Space, latency_table=None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """``(N, units) channels -> {"macs", "params"[, "latency_ms"]}`` for :class:`evolution.Problem`."""
+    cm = cost_model(space)
+
+    def cost(x: np.ndarray) -> dict[str, np.ndarray]:
+        out = {"macs": cm.macs(x), "params": cm.params(x)}
+        if latency_table is not None:
+            out["latency_ms"] = np.asarray(latency_table.predict_ms(space, x), dtype=np.float64)
+        return out
+
+    return cost

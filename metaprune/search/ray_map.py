@@ -1,0 +1,71 @@
+"""Evaluation over Ray actors: each actor loads the run's PruningNet and data once, and
+``toolbox.map`` becomes an ordered actor-pool map."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+from pruningnet.errors import UserError
+
+from .evaluate import ProxySettings
+
+
+class _Evaluator:
+    """Actor body: a :class:`~metaprune.search.evaluate.ProxyScorer` living in a Ray worker."""
+
+    def __init__(self, run_path: str, settings: dict, device: str):
+        from .evaluate import ProxyScorer, ProxySettings
+
+        settings = {**settings, "threads": settings.get("threads") or 1}
+        self.scorer = ProxyScorer(run_path, ProxySettings(**settings), device=device)
+
+    def score(self, channels: tuple[int, ...]) -> float:
+        return self.scorer(channels)
+
+
+class RayActorMap:
+    """A ``map(fn, items)`` that scores items on ``workers`` Ray actors (``fn`` is the local twin of
+    what the actors compute and is not shipped). Reuses an initialised Ray; otherwise connects to
+    ``address`` or starts a local Ray with ``workers`` CPUs, and shuts down only what it started."""
+
+    def __init__(self, run_path: Path, settings: ProxySettings, *, workers: int | None = None,
+                 address: str | None = None, device: str = "cpu"):
+        import ray
+
+        self._started = False
+        if not ray.is_initialized():
+            try:
+                if address is not None:
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)
+                else:
+                    ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False,
+                             log_to_driver=False, configure_logging=False)
+            except ConnectionError as e:
+                raise UserError(f"--address {address!r}: cannot reach a Ray cluster ({e})") from None
+            self._started = True
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
+        if workers is None:
+            workers = gpus if use_gpu else int(ray.cluster_resources().get("CPU", 1))
+        if workers < 1:
+            raise UserError(f"--workers {workers} must be >= 1")
+        actor_cls = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)(_Evaluator)
+        self.workers = workers
+        self.actors = [actor_cls.remote(str(Path(run_path).resolve()), settings.to_dict(),
+                                        "cuda" if use_gpu else "cpu") for _ in range(workers)]
+        self.pool = ray.util.ActorPool(self.actors)
+
+    def __call__(self, fn: Callable, items: Iterable) -> list:
+        return list(self.pool.map(lambda actor, v: actor.score.remote(tuple(v)), list(items)))
+
+    def close(self) -> None:
+        """Stop the actors (and Ray, if this map started it)."""
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+        if self._started:
+            ray.shutdown()

@@ -1,0 +1,90 @@
+"""``metaprune pareto``: the front as a table and JSON, and a plot of every candidate with the front
+and uniform-width baselines scored by the same proxy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pruningnet.cost import cost_model
+
+from ..fileio import atomic_write, write_json
+from ..units import format_count
+from .store import search_dir
+
+BASELINES_FILE = "baselines.json"
+PLOT_FILE = "pareto.png"
+
+
+def front_table(front: list[dict]) -> str:
+    """id, MACs, params, latency and proxy top-1 of each front member, one per line."""
+    rows = [("id", "MACs", "params", "latency_ms", "proxy_top1")]
+    for c in front:
+        lat = f"{c['latency_ms']:.2f}" if c.get("latency_ms") is not None else "-"
+        rows.append((str(c["id"]), format_count(c["macs"]), format_count(c["params"]), lat,
+                     f"{100 * c['top1']:.2f}%"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
+
+
+def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
+    """Uniform-width networks at ``count`` MACs targets spread over ``macs_values``' range."""
+    if count <= 0 or not macs_values:
+        return []
+    cm = cost_model(space)
+    lo_floor = int(cm.macs(space.uniform_channels(1e-6))[0])
+    lo, hi = max(min(macs_values), lo_floor), max(macs_values)
+    targets = [lo + (hi - lo) * i / max(count - 1, 1) for i in range(count)]
+    out, seen = [], set()
+    for t in targets:
+        ratio, channels, macs = cm.uniform_for_budget(int(t))
+        key = tuple(channels[u] for u in space.unit_names)
+        if key not in seen:
+            seen.add(key)
+            out.append({"ratio": round(ratio, 4), "channels": channels, "macs": macs,
+                        "params": int(cm.params(channels)[0])})
+    return out
+
+
+def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) -> list[dict]:
+    """Proxy top-1 of each baseline; cached in ``RUN/search/baselines.json`` by channel vector."""
+    f = search_dir(run_path) / BASELINES_FILE
+    cache = {json.dumps(b["channels"], sort_keys=True): b
+             for b in (json.loads(f.read_text())["baselines"] if f.is_file() else [])}
+    scorer = None
+    out = []
+    for v in vectors:
+        key = json.dumps(v["channels"], sort_keys=True)
+        if key not in cache:
+            scorer = scorer or scorer_factory()
+            cache[key] = {**v, "top1": scorer(tuple(v["channels"][u] for u in space.unit_names))}
+        out.append(cache[key])
+    write_json(f, {"baselines": list(cache.values())})
+    return out
+
+
+def plot_front(path: Path, candidates: list[dict], front: list[dict], baselines: list[dict],
+               title: str) -> Path:
+    """Proxy top-1 against MACs: every candidate, the front, and the uniform baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.scatter([c["macs"] / 1e6 for c in candidates], [100 * c["top1"] for c in candidates], s=10,
+               color="0.7", label=f"candidates ({len(candidates)})")
+    ax.plot([c["macs"] / 1e6 for c in front], [100 * c["top1"] for c in front], "o-", ms=4,
+            color="tab:blue", label=f"Pareto front ({len(front)})", drawstyle="steps-post")
+    if baselines:
+        b = sorted(baselines, key=lambda r: r["macs"])
+        ax.plot([r["macs"] / 1e6 for r in b], [100 * r["top1"] for r in b], "s--", ms=5,
+                color="tab:orange", label="uniform width")
+    ax.set_xlabel("MACs (M)  [the papers' FLOPs]")
+    ax.set_ylabel("proxy top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path

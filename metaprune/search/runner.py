@@ -1,0 +1,153 @@
+"""``metaprune search``: open the run, check budgets, hold the lock, evaluate (locally or on Ray
+actors) and write the search's files after every generation."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from evolution import BudgetError, Problem, resume_search, run_search
+
+from pruningnet.errors import UserError
+
+from ..config import from_dict, to_dict
+from ..units import format_count
+from .config import SearchConfig
+from .evaluate import ProxyScorer, load_latency_table, make_cost_fn, proxy_settings
+from .store import read_state, search_dir, search_lock, write_generation
+
+#: Budget key -> the CLI flag that sets it.
+BUDGET_FLAGS = {"macs": "--max-macs", "params": "--max-params", "latency_ms": "--max-latency-ms"}
+
+
+def format_cost(key: str, value: float) -> str:
+    """``12.3M MACs``, ``1.20M params``, ``4.21 ms``."""
+    if key == "latency_ms":
+        return f"{value:.2f} ms"
+    return f"{format_count(value)} {'MACs' if key == 'macs' else key}"
+
+
+def budget_error(space_name: str, e: BudgetError) -> UserError:
+    where = "below the smallest" if e.side == "below" else "above the largest"
+    return UserError(f"{BUDGET_FLAGS.get(e.metric, e.metric)} {format_cost(e.metric, e.budget)} is {where} "
+                     f"member of space {space_name}; feasible range {format_cost(e.metric, e.low)} to "
+                     f"{format_cost(e.metric, e.high)}")
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What a finished ``metaprune search`` reports."""
+
+    path: Path
+    strategy: str
+    budgets: dict
+    evaluated: int
+    new_evaluations: int
+    seconds: float
+    best: dict
+    front_size: int
+
+
+def _remote_only(channels: tuple) -> float:
+    raise RuntimeError("this search scores candidates on Ray actors, not locally")
+
+
+def _resolve(run, cfg: SearchConfig | None, budgets: Mapping[str, float], resume: bool,
+             overwrite: bool) -> tuple[SearchConfig, dict, dict | None]:
+    saved = read_state(run.path)
+    if resume:
+        if saved is None:
+            raise UserError(f"run {str(run.path)!r} has no search to resume; start one without --resume")
+        meta = saved["search"]
+        for key, value in budgets.items():
+            if meta["budgets"].get(key) != value:
+                raise UserError(f"{BUDGET_FLAGS[key]} {value} differs from the saved search's "
+                                f"{meta['budgets'].get(key)}; resume without budget flags or start anew "
+                                "with --overwrite")
+        return from_dict(SearchConfig, meta["config"]), dict(meta["budgets"]), saved
+    return cfg or SearchConfig(), dict(budgets), None
+
+
+def _refuse_existing(run_path: Path, overwrite: bool) -> None:
+    saved = read_state(run_path)
+    if saved is not None and not overwrite:
+        n = len(saved["evolution"]["candidates"])
+        state = "a finished" if saved["evolution"]["finished"] else "an unfinished"
+        raise UserError(f"run {str(run_path)!r} already holds {state} search ({n} candidates); pass "
+                        "--resume to continue it or --overwrite to start a new one")
+
+
+def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[str, float], *,
+               resume: bool = False, overwrite: bool = False, workers: int | None = None,
+               address: str | None = None, device: str = "auto",
+               progress: Callable[[str], None] | None = None) -> SearchOutcome:
+    """Search a run's PruningNet under ``budgets`` (keys ``macs``, ``params``, ``latency_ms``)."""
+    from ..runs import open_run
+
+    run = open_run(run_path)
+    if not run.has_pruningnet():
+        raise UserError(f"run {str(run.path)!r} has no trained PruningNet; finish meta-training first")
+    cfg, budgets, saved = _resolve(run, cfg, budgets, resume, overwrite)
+    settings = cfg.settings()
+    if cfg.strategy == "constrained" and not budgets:
+        raise UserError("a constrained search needs a budget: --max-macs, --max-params or --max-latency-ms "
+                        "(or use --strategy pareto)")
+    table = None
+    if "latency_ms" in budgets or "latency_ms" in settings.objectives:
+        table = load_latency_table(run.path)
+    space = run.space
+    seed = cfg.seed if cfg.seed is not None else run.seed
+    proxy = proxy_settings(run, cfg, seed)
+    cost_fn = make_cost_fn(space, table)
+    probe = Problem([u.choices for u in space.units], cost_fn, _remote_only, budgets)
+    try:
+        probe.check_budgets()
+    except BudgetError as e:
+        raise budget_error(space.name, e) from None
+    if saved is None:
+        _refuse_existing(run.path, overwrite)
+    meta = {"run": str(run.path), "space": space.name, "strategy": cfg.strategy, "budgets": budgets,
+            "seed": seed, "config": to_dict(cfg), "proxy": proxy.to_dict()}
+
+    with search_lock(run.path):
+        if saved is None:
+            for f in search_dir(run.path).glob("*.json"):
+                f.unlink()
+            (search_dir(run.path) / "pareto.png").unlink(missing_ok=True)
+        ray_map = None
+        if workers is not None or address is not None:
+            from .ray_map import RayActorMap
+
+            ray_map = RayActorMap(run.path, proxy, workers=workers, address=address, device=device)
+            fitness, map_fn = _remote_only, ray_map
+        else:
+            fitness, map_fn = ProxyScorer(run.path, proxy, device=device), map
+        problem = Problem(probe.choices, cost_fn, fitness, budgets)
+        start_count = len(saved["evolution"]["candidates"]) if saved else 0
+        t0 = time.perf_counter()
+
+        def on_generation(state: dict) -> None:
+            write_generation(run.path, state, meta, space.unit_names)
+            if progress is not None:
+                log = state["logbook"][-1]
+                progress(f"generation {log['gen'] + 1}/{settings.generations}: {log['evals']} new, "
+                         f"{log['evaluated']} evaluated, best proxy top-1 {100 * log['best_score']:.2f}%, "
+                         f"front of {log['front_size']}")
+
+        try:
+            if saved is None:
+                result = run_search(problem, settings, seed=seed, map_fn=map_fn, on_generation=on_generation)
+            else:
+                if progress is not None:
+                    progress(f"resuming after generation {saved['evolution']['generation'] + 1} "
+                             f"({start_count} candidates)")
+                result = resume_search(problem, settings, saved["evolution"], map_fn=map_fn,
+                                       on_generation=on_generation)
+                write_generation(run.path, result.state, meta, space.unit_names)
+        finally:
+            if ray_map is not None:
+                ray_map.close()
+    return SearchOutcome(run.path, cfg.strategy, budgets, len(result.candidates),
+                         len(result.candidates) - start_count, time.perf_counter() - t0,
+                         dict(result.best), len(result.front))
