@@ -34,12 +34,12 @@ def mape_of(table: LatencyTable, space, X: np.ndarray, measured: np.ndarray) -> 
     pred = table.predict_ms(space, X)
     err = 100 * (pred / measured - 1)
     o = table.overheads[space_key(space)]
-    terms_only = (pred - o["ms"]) / o["scale"]
+    terms_only = pred - o["ms"]
     raw = 100 * (terms_only / measured - 1)
     return {"mape_pct": round(float(np.mean(np.abs(err))), 2), "bias_pct": round(float(np.mean(err)), 2),
             "max_abs_pct": round(float(np.max(np.abs(err))), 2),
             "mape_without_calibration_pct": round(float(np.mean(np.abs(raw))), 2),
-            "overhead_ms": o["ms"], "scale": o["scale"],
+            "overhead_ms": o["ms"],
             "predicted_ms": [round(float(p), 3) for p in pred]}
 
 
@@ -79,7 +79,7 @@ def run(label: str, threads: int, vectors: int, seed: int, grid_steps: list[int]
     for step, r in out["results"].items():
         print(f"[{label}] grid step {step}: MAPE {r['mape_pct']}% (bias {r['bias_pct']:+}%, max "
               f"{r['max_abs_pct']}%; sum of entries alone {r['mape_without_calibration_pct']}%), "
-              f"calibration scale {r['scale']:.3f} overhead {r['overhead_ms']:.3f} ms; measured {measured.min():.2f}..{measured.max():.2f} ms "
+              f"overhead {r['overhead_ms']:.3f} ms; measured {measured.min():.2f}..{measured.max():.2f} ms "
               f"(spread over rounds {out['round_spread_pct']}%); load {out['loadavg_after']}",
               flush=True)
     return out

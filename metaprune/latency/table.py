@@ -6,13 +6,12 @@ File format (JSON, written atomically)::
      "key": {"device", "device_name", "threads", "batch_size", "torch"},
      "timing": {"warmup", "repeats", "min_sample_ms", "clock"}, "grid_step": 3,
      "entries": {SHAPE_KEY: ms},
-     "overheads": {SPACE_KEY: {"space", "options", "scale", "ms", "parts_ms", "whole_ms"}}}
+     "overheads": {SPACE_KEY: {"space", "options", "ms", "parts_ms", "whole_ms"}}}
 
-A network's predicted latency = scale x (sum of its terms' entries, interpolated on the grid) +
-overhead_ms, where (scale, overhead_ms) are measured once per network structure: a least-squares
-fit of end-to-end time against the sum of the same network's terms timed just before, over three
-calibration networks (narrowest, middle and widest uniform vectors), three rounds each. Entries
-are measured in a seeded shuffled order.
+A network's predicted latency = sum of its terms' entries (interpolated on the grid) + the space's
+overhead, a constant measured once per network structure: the median of (end-to-end - sum of the
+same network's terms timed just before) over three calibration networks (narrowest, middle and
+widest uniform vectors), three rounds each. Entries are measured in a seeded shuffled order.
 
 Loading a table measured under another key (device name or torch version) *warns*; measuring a
 missing entry into such a table raises :class:`UserError` (it would mix machines).
@@ -123,14 +122,14 @@ class LatencyTable:
                     last_save = time.monotonic()
         return len(todo)
 
-    def calibrate(self, space: Space, rounds: int = 3) -> tuple[float, float]:
-        """Measure and store the space's ``(scale, overhead_ms)``: what the sum of terms misses.
+    def calibrate(self, space: Space, rounds: int = 3) -> float:
+        """Measure and store the space's overhead in ms: what the sum of terms misses end to end.
 
         For the narrowest, a middle and the widest uniform network, ``rounds`` times each, the
-        network's own terms are timed afresh right before the network is timed end to end, and
-        ``end_to_end = scale * sum_of_terms + overhead_ms`` is fitted (:func:`fit_overhead`).
-        Timing both sides back to back keeps the fit independent of the load the machine had
-        when the entries were measured.
+        network's own terms are timed afresh right before the network is timed end to end; the
+        overhead is the median gap. Timing both sides back to back keeps the gap independent of
+        the load the machine had when the entries were measured. (A fitted scale was tried and
+        dropped: on a busy machine a slope from 9 noisy points made predictions worse.)
         """
         self._check_can_measure()
         dev = check_device(self.key.device)
@@ -151,14 +150,13 @@ class LatencyTable:
                                              self.key.batch_size, self.key.threads, self.model_timing())
                     parts_ms.append(parts)
                     whole_ms.append(whole)
-        scale, overhead = fit_overhead(np.array(parts_ms), np.array(whole_ms))
-        self.overheads[space_key(space)] = {"space": space.name, "scale": round(scale, 6),
-                                            "ms": round(overhead, 6),
+        overhead = float(np.median(np.array(whole_ms) - np.array(parts_ms)))
+        self.overheads[space_key(space)] = {"space": space.name, "ms": round(overhead, 6),
                                             "parts_ms": [round(g, 4) for g in parts_ms],
                                             "whole_ms": [round(g, 4) for g in whole_ms],
                                             "options": {k: v for k, v in space.options.items()
                                                         if k not in ("ratios", "fixed_units")}}
-        return scale, overhead
+        return overhead
 
     # ---- predicting ------------------------------------------------------------------------
     @staticmethod
@@ -211,11 +209,10 @@ class LatencyTable:
             self.calibrate(space)
             if self.path is not None:
                 self.save()
-        o = self.overheads[space_key(space)]
-        return o.get("scale", 1.0) * terms + o["ms"]
+        return terms + self.overheads[space_key(space)]["ms"]
 
     def breakdown_ms(self, space: Space, channels: Mapping[str, int]) -> dict[str, float]:
-        """``{term name: ms}`` for one channels dict (scaled), plus ``"overhead"``; sums to the prediction."""
+        """``{term name: ms}`` for one channels dict, plus ``"overhead"``; sums to the prediction."""
         x = self._matrix(space, channels)
         out = {}
         for term in space_terms(space):
@@ -224,9 +221,7 @@ class LatencyTable:
             self.measure([s for s, _ in pts])
             out[term.name] = sum(w * self.entries[s.key()] for s, w in pts)
         self.predict_ms(space, x)  # ensures the overhead exists
-        o = self.overheads[space_key(space)]
-        out = {k: o.get("scale", 1.0) * v for k, v in out.items()}
-        out["overhead"] = o["ms"]
+        out["overhead"] = self.overheads[space_key(space)]["ms"]
         return out
 
     # ---- files -----------------------------------------------------------------------------
@@ -253,20 +248,6 @@ class LatencyTable:
         if self.path is None:
             self.path = target
         return target
-
-
-def fit_overhead(parts_ms: np.ndarray, whole_ms: np.ndarray) -> tuple[float, float]:
-    """``(scale, overhead_ms)`` with ``whole ~ scale * parts + overhead`` (least squares).
-
-    The scale absorbs what isolated layers do not pay (in a network, weights and activations are
-    not hot in cache, and on a busy machine other processes evict them); the constant absorbs the
-    per-call overhead. A fit with a scale outside [0.5, 3] (noise) falls back to the median ratio.
-    """
-    if np.ptp(parts_ms) > 0:
-        scale, overhead = np.polyfit(parts_ms, whole_ms, 1)
-        if 0.5 <= scale <= 3.0:
-            return float(scale), float(overhead)
-    return float(np.median(whole_ms / parts_ms)), 0.0
 
 
 def _read(path: Path) -> LatencyTable:
