@@ -1,5 +1,5 @@
 """Ray scaling benchmark: 4 scratch-training trials on a 2-CPU local Ray cluster (1 CPU each, two
-at a time) against the same 4 trainings one after another in one process (torch using all CPUs).
+at a time) against the same 4 trainings one after another in one process (torch using as many threads as the cluster has CPUs).
 
 The four networks are two non-uniform specs of the smoke space (MobileNetV1 x0.25 at 32x32) and
 their uniform-width baselines, trained on mnist5k. Ray time is the Tuner's ``fit()`` (the local
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--images", type=int, default=1024, help="training images per trial")
     ap.add_argument("--cpus", type=int, default=2, help="Ray cluster CPUs (1 per trial)")
+    ap.add_argument("--seq-threads", type=int, default=None,
+                    help="torch threads of the sequential side (default: the Ray cluster's CPUs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
@@ -53,12 +56,15 @@ def main() -> None:
     data = scratch_data(cfg.data.load(cfg.seed), cfg.recipe, cfg.seed)
     cands = candidates(args.seed)
     n_cpus = os.cpu_count() or 1
+    seq_threads = args.seq_threads or args.cpus
 
+    load_start = os.getloadavg()[0]
     # sequential: one process, torch free to use every core
-    seq_trials = trial_configs(cands, cfg, "scratch-e", args.epochs, 1, n_cpus, 0)
+    seq_trials = trial_configs(cands, cfg, "scratch-e", args.epochs, 1, seq_threads, 0)
     t0 = time.perf_counter()
     seq_top1 = [fit(t, data)["test_top1"] for t in seq_trials]
     seq_s = time.perf_counter() - t0
+    print(f"sequential: {seq_s:.1f} s", file=sys.stderr, flush=True)
 
     import ray
 
@@ -75,11 +81,11 @@ def main() -> None:
         ray.shutdown()
     assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
     out = {"trials": len(ray_trials), "epochs": args.epochs, "train_images": len(data.train),
-           "ray_cpus": args.cpus, "sequential_threads": n_cpus,
+           "ray_cpus": args.cpus, "sequential_threads": seq_threads,
            "sequential_s": round(seq_s, 2), "ray_s": round(ray_s, 2), "speedup": round(seq_s / ray_s, 3),
            "sequential_top1": [round(x, 2) for x in seq_top1],
            "ray_top1": [round(o.metrics["test_top1"], 2) for o in outcomes],
-           "loadavg_1m": round(os.getloadavg()[0], 2), "machine": f"{platform.machine()}, {n_cpus} CPUs"}
+           "loadavg_1m_start": round(load_start, 2), "loadavg_1m_end": round(os.getloadavg()[0], 2), "machine": f"{platform.machine()}, {n_cpus} CPUs"}
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
