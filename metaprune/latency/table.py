@@ -82,6 +82,17 @@ class LatencyTable:
         self.path = Path(path) if path is not None else None
         self.info: dict = dict(info or {})
         self.measured = 0  # entries measured by this object (build or lazily)
+        self._plans: dict[str, list] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_plans": {}}
+
+    def _plan(self, space: Space) -> list[tuple[Term, tuple]]:
+        """The space's terms with their grids (cached per structure and grid step)."""
+        k = f"{space_key(space)}|{self.grid_step}|{space.unit_names}|{[u.choices for u in space.units]}"
+        if k not in self._plans:
+            self._plans[k] = [(t, term_axes(space, t, self.grid_step)) for t in space_terms(space)]
+        return self._plans[k]
 
     # ---- measuring -------------------------------------------------------------------------
     def _check_can_measure(self) -> None:
@@ -175,11 +186,13 @@ class LatencyTable:
     def _needed(self, space: Space, x: np.ndarray) -> tuple[list, list[Shape]]:
         index = {u: i for i, u in enumerate(space.unit_names)}
         plan, missing = [], {}
-        for term in space_terms(space):
-            axes = term_axes(space, term, self.grid_step)
+        for term, axes in self._plan(space):
             cols = [np.full(len(x), r) if isinstance(r, int) else x[:, index[r]]
                     for r in (term.in_ref, term.out_ref)]
-            pairs, inverse = np.unique(np.stack(cols, 1), axis=0, return_inverse=True)
+            if len(x) == 1:
+                pairs, inverse = np.stack(cols, 1), np.zeros(1, dtype=np.int64)
+            else:
+                pairs, inverse = np.unique(np.stack(cols, 1), axis=0, return_inverse=True)
             points = [term_points(term, axes, int(a), int(b)) for a, b in pairs]
             for pts in points:
                 for s, _ in pts:
