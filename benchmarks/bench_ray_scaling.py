@@ -83,8 +83,8 @@ def main() -> None:
     out = {"trials": len(ray_trials), "epochs": args.epochs, "train_images": len(data.train),
            "ray_cpus": args.cpus, "sequential_threads": seq_threads,
            "sequential_s": round(seq_s, 2), "ray_s": round(ray_s, 2), "speedup": round(seq_s / ray_s, 3),
-           "sequential_top1": [round(x, 2) for x in seq_top1],
-           "ray_top1": [round(o.metrics["test_top1"], 2) for o in outcomes],
+           "sequential_top1": [round(x, 4) for x in seq_top1],
+           "ray_top1": [round(o.metrics["test_top1"], 4) for o in outcomes],
            "loadavg_1m_start": round(load_start, 2), "loadavg_1m_end": round(os.getloadavg()[0], 2), "machine": f"{platform.machine()}, {n_cpus} CPUs"}
     print(json.dumps(out, indent=2))
     if args.json:

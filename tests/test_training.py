@@ -74,6 +74,23 @@ def test_each_budget_gets_the_largest_uniform_network_not_above_it(tmp_path):
         assert b.name == f"uniform-{ratio:.4f}"
 
 
+def test_top_k_comes_from_the_search_front_best_proxy_first(tmp_path):
+    from metaprune.fileio import write_json
+    from metaprune.training.plan import from_front
+
+    sp = _space()
+    write_json(tmp_path / "space.json", {"space": sp.name, "options": sp.options})
+    front = [{"id": i, "channels": sp.uniform_channels(r), "macs": 0, "params": 0, "top1": t}
+             for i, (r, t) in enumerate([(0.4, 0.61), (0.7, 0.83), (1.0, 0.80)])]
+    front[0]["latency_ms"] = 1.5
+    write_json(tmp_path / "search" / "front.json", {"front": front})
+    cands = from_front(tmp_path, 2)
+    assert [c.name for c in cands] == ["searched-1", "searched-2"]
+    assert [c.proxy_top1 for c in cands] == [0.83, 0.80]
+    assert cands[0].spec.channels == sp.uniform_channels(0.7)
+    assert from_front(tmp_path, 5)[2].latency_ms == 1.5
+
+
 def test_kendall_tau_of_proxy_against_scratch():
     rows = [{"proxy_top1": p, "test_top1": t} for p, t in [(1, 10), (2, 20), (3, 30), (4, 25)]]
     res = kendall(rows + [{"proxy_top1": None, "test_top1": 5.0}])
@@ -114,7 +131,7 @@ def test_searched_and_baseline_trials_run_survive_a_crash_and_report(cli, tmp_pa
     """Every trial is made to crash once at its second epoch (``crash_at_epoch``, first attempt
     only): FailureConfig retries it from its epoch-1 checkpoint and it still reports each epoch once."""
     run = tmp_path / "run"
-    files = [_spec_file(tmp_path, "a", 1, 40.0), _spec_file(tmp_path, "b", 2, 45.0)]
+    files = [_spec_file(tmp_path, "a", 1, 0.40), _spec_file(tmp_path, "b", 2, 0.45)]
     code, out, err = cli("train", run, "--spec", files[0], "--spec", files[1], "--epochs", "2",
                          "--set", "crash_at_epoch=1", *FAST)
     assert code == 0, err
@@ -129,14 +146,14 @@ def test_searched_and_baseline_trials_run_survive_a_crash_and_report(cli, tmp_pa
         assert r["delta_top1"] == pytest.approx(r["test_top1"] - base["test_top1"])
     for r in rows.values():
         assert r["epochs"] == 2 and r["seeds"] == [0] and r["failed"] == []
-        assert 0 <= r["test_top1"] <= r["test_top5"] <= 100 and r["wall_s"] > 0
+        assert 0 <= r["test_top1"] <= r["test_top5"] <= 1 and r["wall_s"] > 0
         assert r["test_top1_std"] == 0.0
         reports = _reports(run, f"{r['name']}-s0")
         assert [x["epoch"] for x in reports] == [1, 2]  # every epoch, each reported once
         assert [x["restores"] for x in reports] == [0, 1]  # epoch 2 ran after a restore
         assert math.isclose(reports[-1]["wall_s"], r["wall_s"])
         assert reports[-1]["test_top1"] == r["test_top1"]  # the last epoch's, not the best
-    assert rows["searched-a"]["proxy_top1"] == 40.0
+    assert rows["searched-a"]["proxy_top1"] == 0.40
 
     code, out, err = cli("report", run, "--json")
     assert code == 0, err

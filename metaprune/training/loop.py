@@ -101,12 +101,13 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: ScratchData,
         total += len(y)
         loss_sum += float(loss.detach()) * len(y)
         correct += int((logits.argmax(1) == y).sum())
-    return {"train_loss": loss_sum / max(1, total), "train_top1": 100.0 * correct / max(1, total), "lr": lr}
+    return {"train_loss": loss_sum / max(1, total), "train_top1": correct / max(1, total), "lr": lr}
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split, batch_size: int, device: torch.device) -> dict[str, float]:
-    """Top-1 and top-5 accuracy (percent) and mean cross-entropy on ``split``."""
+    """Top-1 and top-5 accuracy (fractions in [0, 1], as the search reports them) and mean
+    cross-entropy on ``split``."""
     model.eval()
     total, top1, top5, loss_sum = 0, 0, 0, 0.0
     for x, y in split.batches(batch_size, device=device):
@@ -118,7 +119,7 @@ def evaluate(model: nn.Module, split, batch_size: int, device: torch.device) -> 
         top1 += int(hit[:, 0].sum())
         top5 += int(hit.any(dim=1).sum())
         total += len(y)
-    return {"test_top1": 100.0 * top1 / max(1, total), "test_top5": 100.0 * top5 / max(1, total),
+    return {"test_top1": top1 / max(1, total), "test_top5": top5 / max(1, total),
             "test_loss": loss_sum / max(1, total)}
 
 

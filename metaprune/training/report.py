@@ -24,18 +24,22 @@ def _fmt(v, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _pct(v, spec: str = ".2f") -> str:
+    return "-" if v is None else format(100 * v, spec)
+
+
 def format_table(rows: list[dict]) -> str:
-    """A fixed-width table, one line per network."""
+    """A fixed-width table, one line per network; accuracies in percent."""
     head = (f"{'name':22s} {'kind':8s} {'MACs':>8s} {'params':>8s} {'lat ms':>7s} {'proxy':>7s} "
-            f"{'top1':>7s} {'±':>5s} {'top5':>7s} {'epochs':>6s} {'wall s':>7s} {'Δ base':>7s}")
+            f"{'top1 %':>7s} {'±':>5s} {'top5 %':>7s} {'epochs':>6s} {'wall s':>7s} {'Δ base':>7s}")
     lines = [head]
     for r in rows:
-        top1 = _fmt(r.get("test_top1"))
+        top1 = _pct(r.get("test_top1"))
         lines.append(f"{r['name'][:22]:22s} {r['kind']:8s} {format_count(r['macs']):>8s} "
                      f"{format_count(r['params']):>8s} {_fmt(r.get('latency_ms')):>7s} "
-                     f"{_fmt(r.get('proxy_top1')):>7s} {top1:>7s} {_fmt(r.get('test_top1_std')):>5s} "
-                     f"{_fmt(r.get('test_top5')):>7s} {str(r.get('epochs')):>6s} {_fmt(r.get('wall_s'), '.1f'):>7s} "
-                     f"{_fmt(r.get('delta_top1'), '+.2f'):>7s}")
+                     f"{_pct(r.get('proxy_top1')):>7s} {top1:>7s} {_pct(r.get('test_top1_std')):>5s} "
+                     f"{_pct(r.get('test_top5')):>7s} {str(r.get('epochs')):>6s} {_fmt(r.get('wall_s'), '.1f'):>7s} "
+                     f"{_pct(r.get('delta_top1'), '+.2f'):>7s}")
     return "\n".join(lines)
 
 
@@ -55,10 +59,11 @@ def plot(rows: list[dict], path: str | Path, tau: dict) -> Path | None:
     for kind, marker in (("searched", "o"), ("baseline", "s")):
         sel = [r for r in pts if r["kind"] == kind]
         if sel:
-            ax.scatter([r["proxy_top1"] for r in sel], [r["test_top1"] for r in sel], marker=marker, label=kind)
+            ax.scatter([100 * r["proxy_top1"] for r in sel], [100 * r["test_top1"] for r in sel], marker=marker,
+                       label=kind)
     for r in pts:
-        ax.annotate(r["name"], (r["proxy_top1"], r["test_top1"]), fontsize=7)
-    ax.set_xlabel("proxy top-1 (PruningNet weights, search split)")
+        ax.annotate(r["name"], (100 * r["proxy_top1"], 100 * r["test_top1"]), fontsize=7)
+    ax.set_xlabel("proxy top-1 (%, PruningNet weights, search split)")
     ax.set_ylabel("scratch test top-1 (%)")
     t = tau.get("tau")
     ax.set_title(f"Kendall's tau = {t:.3f} (n={tau['n']})" if t is not None else f"n={tau['n']}")
