@@ -79,6 +79,8 @@ def run_trials(storage: Path, name: str, trials: list[dict], data: ScratchData, 
     """Run every trial config as one Tune trial (or restore the interrupted experiment ``name``)."""
     from ray import tune
 
+    # a snapshot per checkpoint is what num_to_keep asks for; short trials need not be warned of it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     storage = storage.resolve()
     trainable = _trainable(data, cpus_per_trial, gpus_per_trial)
     if resume:
