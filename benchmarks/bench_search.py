@@ -59,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, type=Path, help="a run with a trained PruningNet")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--parts", default="local,ray,hv", help="comma-separated subset of local,ray,hv")
     args = ap.parse_args()
     run = open_run(args.run)
     space = run.space
@@ -70,9 +70,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench_search_"))
     smoke = load_config(SearchConfig, SMOKE)
     try:
-        res["local"] = timed_search(fresh_copy(args.run, root, "local"), smoke, budget)
-        print("local", res["local"], flush=True)
-        if not args.skip_ray:
+        parts = set(args.parts.split(","))
+        if "local" in parts:
+            res["local"] = timed_search(fresh_copy(args.run, root, "local"), smoke, budget)
+            print("local", res["local"], flush=True)
+        if "ray" in parts:
             import ray
 
             ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
@@ -80,6 +82,8 @@ def main() -> None:
                 res[f"ray_{w}"] = timed_search(fresh_copy(args.run, root, f"ray{w}"), smoke, budget, workers=w)
                 print(f"ray {w} workers", res[f"ray_{w}"], flush=True)
             ray.shutdown()
+        if "hv" not in parts:
+            return finish(args, res)
 
         # Equal evaluations: pareto 16 + 6 x 16 = 112; constrained 4 x (12 + 2 x 8) = 112.
         eval_cfg = {"bn_batches": 2, "max_images": 200, "batch_size": 100, "threads": 1}
@@ -106,6 +110,10 @@ def main() -> None:
         print("constrained x4", res["constrained_4_budgets"], flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    finish(args, res)
+
+
+def finish(args, res: dict) -> None:
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

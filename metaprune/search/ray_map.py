@@ -20,6 +20,9 @@ class _Evaluator:
         settings = {**settings, "threads": settings.get("threads") or 1}
         self.scorer = ProxyScorer(run_path, ProxySettings(**settings), device=device)
 
+    def ready(self) -> bool:
+        return True
+
     def score(self, channels: tuple[int, ...]) -> float:
         return self.scorer(channels)
 
@@ -55,6 +58,7 @@ class RayActorMap:
         self.workers = workers
         self.actors = [actor_cls.remote(str(Path(run_path).resolve()), settings.to_dict(),
                                         "cuda" if use_gpu else "cpu") for _ in range(workers)]
+        ray.get([a.ready.remote() for a in self.actors])  # every actor has loaded the PruningNet
         self.pool = ray.util.ActorPool(self.actors)
 
     def __call__(self, fn: Callable, items: Iterable) -> list:
