@@ -32,6 +32,7 @@ class TrainConfig:
     epochs: int = 64
     max_steps: int | None = None  # stop early (after this many steps) if set
     batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # MetaPruning: SGD with momentum
     lr: float = 0.25
     momentum: float = 0.9
     nesterov: bool = False
@@ -39,6 +40,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     schedule: Literal["cosine", "linear"] = "cosine"
     warmup_steps: int = 0
+    grad_clip: float | None = None  # clip the gradient norm to this value if set
     sampling: Literal["uniform", "sandwich"] = "uniform"
     augment: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -58,6 +60,8 @@ class TrainConfig:
         check(self.weight_decay >= 0, prefix + "weight_decay", self.weight_decay, "a number >= 0")
         check(0 <= self.label_smoothing < 1, prefix + "label_smoothing", self.label_smoothing,
               "a number in [0, 1)")
+        check(self.grad_clip is None or self.grad_clip > 0, prefix + "grad_clip", self.grad_clip,
+              "a number > 0 or null")
         check(self.warmup_steps >= 0, prefix + "warmup_steps", self.warmup_steps, "an integer >= 0")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               prefix + "device", self.device, "auto, cpu, cuda or cuda:N")

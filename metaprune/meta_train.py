@@ -80,8 +80,11 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
 
     torch.manual_seed(cfg.seed)
     net = PruningNet(run.space, hidden=cfg.model.hidden).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov,
-                          weight_decay=tc.weight_decay)
+    if tc.optimizer == "adamw":
+        opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov,
+                              weight_decay=tc.weight_decay)
     steps_per_epoch = len(data.train) // tc.batch_size
     if steps_per_epoch < 1:
         raise UserError(f"train.batch_size={tc.batch_size} is larger than the training split "
@@ -138,6 +141,9 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
                     scaler.scale(loss / len(vectors)).backward()
                     loss_sum += loss.item() / len(vectors)
                     correct = int((logits.argmax(1) == y).sum())
+                if tc.grad_clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
                 scaler.step(opt)
                 scaler.update()
                 sched.step()

@@ -30,13 +30,16 @@ class WeightGenerator(nn.Module):
     def __init__(self, max_out: int, max_in: int, kernel: int, hidden: int, std: float):
         super().__init__()
         self.fc1 = nn.Linear(2, hidden)
+        self.scale = hidden ** -0.5
         self.weight = nn.Parameter(torch.empty(max_out, max_in, kernel, kernel, hidden))
         self.bias = nn.Parameter(torch.empty(max_out, max_in, kernel, kernel))
         nn.init.normal_(self.bias, 0.0, std)  # at init, every vector gets an ordinary network
-        nn.init.normal_(self.weight, 0.0, 0.1 * std / math.sqrt(hidden))
+        nn.init.normal_(self.weight, 0.0, 0.1 * std)
 
     def forward(self, ratios: torch.Tensor, out_chs: int, in_chs: int) -> torch.Tensor:
-        h = F.relu(self.fc1(ratios))
+        # 1/sqrt(hidden) keeps the emitted weight's effective learning rate near the optimizer's:
+        # an update moves it by lr * g * (1 + |h|^2), and unscaled |h|^2 is several times 1.
+        h = F.relu(self.fc1(ratios)) * self.scale
         w = self.weight[:out_chs, :in_chs]
         return torch.matmul(w, h) + self.bias[:out_chs, :in_chs]
 

@@ -129,7 +129,7 @@ def test_smoke_pruningnet_learns(smoke_run, cli):
     torch.manual_seed(0)
     untrained = PruningNet(run.space, hidden=run.config.model.hidden).eval()
     chance = 1 / data.num_classes
-    for ch in (run.space.max_channels(), run.space.uniform_channels(0.625)):
+    for ch in (run.space.max_channels(), run.space.uniform_channels(0.75)):
         trained = evaluate(net, ch, data, bn_batches=5, max_images=500)["top1"]
         raw = evaluate(untrained, ch, data, bn_batches=5, max_images=500)["top1"]
         assert trained > 3 * chance, trained
