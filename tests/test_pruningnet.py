@@ -60,7 +60,7 @@ def _train(cli, run_dir, *extra):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cli):
-    steps = ["--set", "train.max_steps=40", "--set", "train.checkpoint_every_steps=4"]
+    steps = ["--set", "train.max_steps=16", "--set", "train.checkpoint_every_steps=3"]
     code, _, err = _train(cli, str(tmp_path / "full"), *steps)
     assert code == 0, err
     full = torch.load(tmp_path / "full" / "pruningnet.pt", weights_only=True)
@@ -77,7 +77,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cli):
     proc.wait()
     assert ckpt.exists(), proc.stderr.read().decode()
     killed_at = torch.load(ckpt, weights_only=True)["step"]
-    assert 0 < killed_at < 40 and not (run / "pruningnet.pt").exists()
+    assert 0 < killed_at < 16 and not (run / "pruningnet.pt").exists()
 
     code, _, err = cli("train-pruningnet", "--resume", str(run), "--quiet")
     assert code == 0, err
@@ -85,12 +85,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cli):
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     steps_logged = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps_logged == list(range(1, 41))
+    assert steps_logged == list(range(1, 17))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cli):
     run = tmp_path / "nan"
-    code, out, err = _train(cli, str(run), "--set", "train.lr=1e30", "--set", "train.warmup_steps=0",
+    code, out, err = _train(cli, str(run), "--set", "train.lr=1.0e+30", "--set", "train.warmup_steps=0",
                             "--set", "train.checkpoint_every_steps=1", "--set", "train.max_steps=30")
     assert code == 2
     assert "loss is" in err and "last good checkpoint" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,113 @@
+"""PruningNet figures: meta-training step time vs the largest static network, time per candidate
+evaluation (generating weights once per candidate vs once per batch), and peak memory of ResNet-50
+meta-training at 224.
+
+Run by hand: .venv/bin/python benchmarks/bench_pruningnet.py [--part step,eval,memory] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metaprune.config import load_config
+from metaprune.evaluation import accuracy, bn_batches, evaluate
+from metaprune.meta_config import MetaTrainConfig
+from metaprune.meta_train import sample_vectors
+from metaprune.runs import resolve_space
+from pruningnet.bn import recalibrate_bn
+from pruningnet.build import build_model
+from pruningnet.hypernet import PruningNet
+from pruningnet.spec import make_spec
+
+
+def _step_time(fn, params, x, y, steps: int) -> float:
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    times = []
+    for i in range(steps + 3):
+        t = time.perf_counter()
+        loss = F.cross_entropy(fn(i), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[3:]))
+
+
+def step_ratio(space, hidden: int, batch: int, steps: int) -> dict:
+    opts = space.options
+    x = torch.randn(batch, opts["in_channels"], opts["input_size"], opts["input_size"])
+    y = torch.randint(0, opts["num_classes"], (batch,))
+    net = PruningNet(space, hidden)
+    static = build_model(make_spec(space, space.max_channels()))
+    rng = np.random.default_rng(0)
+    t_static = _step_time(lambda i: static(x), static.parameters(), x, y, steps)
+    t_pn_max = _step_time(lambda i: net(x, space.max_channels()), net.parameters(), x, y, steps)
+    t_pn_rand = _step_time(lambda i: net(x, sample_vectors(space, rng, "uniform")[0]), net.parameters(), x, y, steps)
+    return {"static_max_s": t_static, "pruningnet_max_s": t_pn_max, "pruningnet_random_s": t_pn_rand,
+            "ratio_max": t_pn_max / t_static, "generator_params": sum(p.numel() for p in net.parameters())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--part", default="step,eval,memory")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    parts = args.part.split(",")
+    cfg = load_config(MetaTrainConfig, "configs/smoke.yaml")
+    data = cfg.data.load(cfg.seed)
+    space = resolve_space(cfg, data)
+    if "step" in parts:
+        r = step_ratio(space, cfg.model.hidden, cfg.train.batch_size, 10)
+        print(f"smoke step (batch {cfg.train.batch_size}): static max {r['static_max_s']*1e3:.0f} ms, "
+              f"PruningNet max {r['pruningnet_max_s']*1e3:.0f} ms (ratio {r['ratio_max']:.2f}), "
+              f"random vector {r['pruningnet_random_s']*1e3:.0f} ms")
+    if "eval" in parts:
+        torch.manual_seed(0)
+        net = PruningNet(space, cfg.model.hidden).eval()
+        ch = space.uniform_channels(0.75)
+        batches = bn_batches(data, cfg.eval.bn_batches, cfg.eval.batch_size, 0, "cpu")
+        t = time.perf_counter()
+        for _ in range(3):
+            evaluate(net, ch, data, max_images=cfg.eval.max_images, batches=batches)
+        once = (time.perf_counter() - t) / 3
+        # the alternative: run PruningNet itself, regenerating every weight for every batch
+        t = time.perf_counter()
+        with torch.no_grad():
+            for xb in batches:
+                net(xb, ch)  # BN with batch statistics, as PruningNet has no running stats
+            n = 0
+            for xb, _ in data.search.batches(cfg.eval.batch_size):
+                net(xb, ch)
+                n += len(xb)
+                if n >= cfg.eval.max_images:
+                    break
+        per_batch = time.perf_counter() - t
+        print(f"candidate evaluation ({cfg.eval.bn_batches} BN batches + {cfg.eval.max_images} images): "
+              f"generate once {once*1e3:.0f} ms; regenerate per batch {per_batch*1e3:.0f} ms")
+    if "memory" in parts:
+        from metaprune import get_space
+        sp = get_space("resnet50")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        net = PruningNet(sp, hidden=32)
+        n_params = sum(p.numel() for p in net.parameters())
+        x = torch.randn(8, 3, 224, 224)
+        y = torch.randint(0, 1000, (8,))
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        t = time.perf_counter()
+        loss = F.cross_entropy(net(x, sample_vectors(sp, np.random.default_rng(0), "uniform")[0]), y)
+        loss.backward()
+        opt.step()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(f"ResNet-50 PruningNet (hidden 32): {n_params/1e6:.0f}M generator parameters; one SGD step at "
+              f"224, batch 8: peak RSS {peak/1024**2:.2f} GiB (process before: {before/1024**2:.2f} GiB), "
+              f"{time.perf_counter()-t:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
