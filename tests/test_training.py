@@ -33,9 +33,9 @@ def _spec_file(tmp: Path, name: str, seed: int, proxy_top1: float) -> Path:
 
 
 def _reports(run: Path, name: str) -> list[dict]:
-    """Every report a trial made, in order (Tune's result.json, one line per report)."""
+    """Every report a trial made, in order (the trial's own log, one line per tune.report)."""
     (exp,) = [p for p in (run / "train" / "ray").iterdir() if p.is_dir()]
-    lines = (exp / name / "result.json").read_text().splitlines()
+    lines = (exp / "reports" / f"{name}.reports.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 

@@ -92,7 +92,9 @@ def run_trials(storage: Path, name: str, trials: list[dict], data: ScratchData, 
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search(trials)},
+            # the trials' own report logs and fault-injection markers live beside the experiment
+            param_space={"trial": tune.grid_search([dict(t, log_dir=str(storage / name / "reports"))
+                                                    for t in trials])},
             tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True, trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(

@@ -1,6 +1,7 @@
 """The Ray Tune function trainable: restore, train one epoch at a time, report with a checkpoint."""
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from ray import tune
 from .loop import ScratchData, fit
 
 STATE_FILE = "state.pt"
+REPORTS_FILE = "reports.jsonl"  # one line per tune.report, appended by the trial itself
 CRASH_MARKER = ".crashed_once"
 
 
@@ -28,7 +30,10 @@ def scratch_trainable(config: dict, data: ScratchData) -> None:
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
 
     crash_at = trial.get("crash_at_epoch")
-    marker = Path(tune.get_context().get_trial_dir()) / CRASH_MARKER
+    log_dir = Path(trial.get("log_dir") or tune.get_context().get_trial_dir())
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{trial['name']}-s{trial['seed']}"
+    marker = log_dir / f"{stem}{CRASH_MARKER}"
 
     def before_epoch(epoch: int) -> None:
         if crash_at is not None and epoch == crash_at and not marker.exists():
@@ -38,7 +43,10 @@ def scratch_trainable(config: dict, data: ScratchData) -> None:
     def on_epoch(epoch: int, metrics: dict, st: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(st, Path(tmp) / STATE_FILE)
-            tune.report(dict(metrics, name=trial["name"], seed=trial["seed"]),
-                        checkpoint=tune.Checkpoint.from_directory(tmp))
+            row = dict(metrics, name=trial["name"], seed=trial["seed"])
+            # logged first: after the last report Tune may stop this worker at once
+            with open(log_dir / f"{stem}.{REPORTS_FILE}", "a") as f:
+                f.write(json.dumps(row, default=float) + "\n")
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     fit(trial, data, state, on_epoch=on_epoch, before_epoch=before_epoch)
