@@ -1,0 +1,62 @@
+"""``metaprune quickstart``: the whole pipeline on the embedded real data, one command."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from pruningnet.errors import UserError
+
+from .main import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _step(title: str, args: list[str]) -> None:
+    from .main import main
+
+    click.echo(f"\n== {title}: metaprune {' '.join(args)}", err=True)
+    code = main(args)
+    if code != 0:
+        raise UserError(f"quickstart stopped at '{title}' (exit {code}); fix the error above and rerun "
+                        "with the same --run-dir to reuse what is done")
+
+
+@cli.command()
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Run directory [default: runs/quickstart-TIME].")
+@click.option("--smoke", is_flag=True, help="Tiny settings (under 2 minutes) to check an install.")
+@click.option("--budget-fraction", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True,
+              help="Export the best vector under this fraction of the largest member's MACs.")
+def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None:
+    """Meta-train, Pareto-search, export and scratch-train (with its uniform baseline) on the
+    embedded MNIST digits: small-input MobileNetV2. Budgets are MACs (the papers' FLOPs)."""
+    from pruningnet.cost import cost_model
+
+    from ..runs import open_run
+
+    name = "smoke" if smoke else "quickstart"
+    run = Path(run_dir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg = REPO / "configs" / f"{name}.yaml"
+    if (run / "pruningnet.pt").is_file():
+        click.echo(f"reusing the trained PruningNet in {run}", err=True)
+    elif (run / "config.yaml").is_file():
+        _step("meta-train (resume)", ["train-pruningnet", "--resume", str(run), "--quiet"])
+    else:
+        _step("meta-train", ["train-pruningnet", "-c", str(cfg), "--run-dir", str(run), "--quiet"])
+    search_cfg = REPO / "configs" / "search" / f"{name}.yaml"
+    if (run / "search" / "front.json").is_file() and (run / "search" / "state.json").is_file():
+        _step("search (resume)", ["search", str(run), "--resume", "--quiet"])
+    else:
+        _step("search", ["search", str(run), "-c", str(search_cfg), "--strategy", "pareto", "--quiet"])
+    _step("front", ["pareto", str(run), "--baselines", "3"])
+    space = open_run(run).space
+    budget = int(cost_model(space).macs(space.max_channels())[0] * budget_fraction)
+    best = run / "exports" / "best.json"
+    _step("export", ["export", str(run), "--max-macs", str(budget), "-o", str(best)])
+    epochs = ["--epochs", "1"] if smoke else ["--epochs", "4", "--set", "recipe.max_train_images=3500",
+                                               "--set", "recipe.max_test_images=1000"]
+    _step("scratch training", ["train", str(run), "--spec", str(best), "--recipe", "smoke", "--quiet", *epochs])
+    _step("report", ["report", str(run)])
+    click.echo(f"\nrun directory: {run}  (front plot: {run / 'search' / 'pareto.png'}, "
+               f"report plot: {run / 'train' / 'report.png'})")
