@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from metaprune.config import load_config
-from metaprune.evaluation import accuracy, bn_batches, evaluate
+from metaprune.evaluation import bn_batches, evaluate
 from metaprune.meta_config import MetaTrainConfig
 from metaprune.meta_train import sample_vectors
 from metaprune.runs import resolve_space
-from pruningnet.bn import recalibrate_bn
 from pruningnet.build import build_model
 from pruningnet.hypernet import PruningNet
 from pruningnet.spec import make_spec

@@ -41,6 +41,13 @@ def generate(net: PruningNet, channels: Mapping[str, int], data: DataSplits, bn_
     return recalibrate_bn(model, batches)
 
 
+def count_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """How many rows have the label as the top-1 and within the top-5 prediction."""
+    k = min(5, logits.shape[1])
+    hit = logits.topk(k, dim=1).indices == labels.view(-1, 1)
+    return int(hit[:, 0].sum()), int(hit.any(dim=1).sum())
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split, max_images: int | None = None, batch_size: int = 256,
              device=None) -> dict[str, float]:
@@ -51,13 +58,8 @@ def accuracy(model: nn.Module, split, max_images: int | None = None, batch_size:
     for x, y in split.batches(batch_size, device=device):
         if max_images is not None and n + len(y) > max_images:
             x, y = x[: max_images - n], y[: max_images - n]
-        logits = model(x)
-        k = min(5, logits.shape[1])
-        pred = logits.topk(k, dim=1).indices
-        hit = pred == y.view(-1, 1)
-        top1 += int(hit[:, 0].sum())
-        top5 += int(hit.any(dim=1).sum())
-        n += len(y)
+        h1, h5 = count_hits(model(x), y)
+        top1, top5, n = top1 + h1, top5 + h5, n + len(y)
         if max_images is not None and n >= max_images:
             break
     return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "images": n}

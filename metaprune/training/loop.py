@@ -17,6 +17,7 @@ from pruningnet import build_model, get_space, make_spec
 from pruningnet.errors import UserError
 
 from ..data import DataSplits
+from ..evaluation import count_hits
 from .recipe import Recipe
 
 
@@ -113,12 +114,8 @@ def evaluate(model: nn.Module, split, batch_size: int, device: torch.device) -> 
     for x, y in split.batches(batch_size, device=device):
         logits = model(x)
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        k = min(5, logits.shape[1])
-        pred = logits.topk(k, dim=1).indices
-        hit = pred == y.view(-1, 1)
-        top1 += int(hit[:, 0].sum())
-        top5 += int(hit.any(dim=1).sum())
-        total += len(y)
+        h1, h5 = count_hits(logits, y)
+        top1, top5, total = top1 + h1, top5 + h5, total + len(y)
     return {"test_top1": top1 / max(1, total), "test_top5": top5 / max(1, total),
             "test_loss": loss_sum / max(1, total)}
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import UserError
-from .ir import Classifier, Conv, Block, Node, Space, Unit, conv_out_size, round_channels, MaxPool
+from .ir import Block, Conv, MaxPool, Node, Space, Unit, conv_out_size, round_channels
 
 #: MetaPruning's 31 ratios 0.10, 0.13, ..., 1.00 of the max width.
 METAPRUNING_RATIOS: tuple[float, ...] = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
