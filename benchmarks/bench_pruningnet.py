@@ -53,7 +53,7 @@ def step_ratio(space, hidden: int, batch: int, steps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--part", default="step,eval,memory")
+    ap.add_argument("--part", default="step,step224,eval,memory")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,6 +66,13 @@ def main() -> None:
         print(f"smoke step (batch {cfg.train.batch_size}): static max {r['static_max_s']*1e3:.0f} ms, "
               f"PruningNet max {r['pruningnet_max_s']*1e3:.0f} ms (ratio {r['ratio_max']:.2f}), "
               f"random vector {r['pruningnet_random_s']*1e3:.0f} ms")
+    if "step224" in parts:
+        from metaprune import get_space
+        sp = get_space("mobilenet_v2")  # MetaPruning's 1.4x space at 224, 1000 classes
+        r = step_ratio(sp, 32, 8, 3)
+        print(f"MobileNetV2-1.4 at 224 step (batch 8, hidden 32, {r['generator_params']/1e6:.0f}M generator "
+              f"parameters): static max {r['static_max_s']:.2f} s, PruningNet max {r['pruningnet_max_s']:.2f} s "
+              f"(ratio {r['ratio_max']:.2f})")
     if "eval" in parts:
         torch.manual_seed(0)
         net = PruningNet(space, cfg.model.hidden).eval()
