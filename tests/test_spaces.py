@@ -81,3 +81,4 @@ def test_register_duplicate_raises():
 
     with pytest.raises(ValueError, match="already registered"):
         register_space("resnet50", summary="x")(lambda opts: None)
+

@@ -86,20 +86,39 @@ def _synthetic(num_classes: int, per_class: int, size: int = 32):
     return x[order].astype(np.uint8), labels[order].astype(np.int64), ((0.5,) * 3, (0.25,) * 3), True
 
 
-def _cifar(name: str, root: str | None, download: bool):
-    from torchvision.datasets import CIFAR10, CIFAR100
+_CIFAR_FILES = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+                "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels")}
 
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
+
+def _read_cifar(folder: Path, names: list[str], key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels from CIFAR's python-version pickle batches."""
+    import pickle
+
+    xs, ys = [], []
+    for name in names:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch[key], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _cifar(name: str, root: str | None, download: bool):
+    sub, train_names, test_names, key = _CIFAR_FILES[name]
     root = root or os.environ.get("METAPRUNE_DATA", "data")
-    folder = Path(root) / cls.base_folder
-    if not download and not folder.is_dir():
-        raise UserError(f"{name} is not under {root!r} (expected {str(folder)!r}); put the "
-                        f"python-version archive there, set data.root, or pass --download")
+    folder = Path(root) / sub
+    if download and not folder.is_dir():
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        (CIFAR10 if name == "cifar10" else CIFAR100)(root, train=True, download=True)
+    missing = [n for n in train_names + test_names if not (folder / n).is_file()]
+    if missing:
+        raise UserError(f"{name} is not under {root!r} (expected {str(folder / missing[0])!r}); put the "
+                        f"python-version archive's {sub}/ folder there, set data.root, or pass --download")
     try:
-        tr = cls(root, train=True, download=download)
-        te = cls(root, train=False, download=False)
-    except RuntimeError as e:
-        raise UserError(f"{name} under {root!r} is unreadable: {e}") from None
-    to_chw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))  # noqa: E731
-    test = TensorSplit(torch.from_numpy(to_chw(te.data)), torch.tensor(te.targets), *CIFAR_STATS, True)
-    return to_chw(tr.data), np.array(tr.targets, dtype=np.int64), test, CIFAR_STATS, True
+        train_x, train_y = _read_cifar(folder, train_names, key)
+        test_x, test_y = _read_cifar(folder, test_names, key)
+    except (OSError, KeyError, ValueError, EOFError) as e:
+        raise UserError(f"{name} under {str(folder)!r} is unreadable: {e}") from None
+    test = TensorSplit(torch.from_numpy(test_x), torch.from_numpy(test_y), *CIFAR_STATS, True)
+    return train_x, train_y, test, CIFAR_STATS, True

@@ -63,15 +63,16 @@ def _random_shift(x: torch.Tensor, generator: torch.Generator | None, flip: bool
 
 def stratified_carve(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(rest, carved)`` where ``carved`` holds ``per_class`` random images of each class
-    (all of a class if it has fewer than twice that, half of them)."""
+    (half of a class if it has fewer than twice that). Both come in a random order, so the first
+    ``k`` images of a split are a random sample even when the source is sorted by class."""
     carved = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         k = min(per_class, len(idx) // 2)
         carved.append(rng.choice(idx, size=k, replace=False))
-    carved_idx = np.sort(np.concatenate(carved))
+    carved_idx = np.concatenate(carved)
     rest = np.setdiff1d(np.arange(len(labels)), carved_idx)
-    return rest, carved_idx
+    return rng.permutation(rest), rng.permutation(carved_idx)
 
 
 @dataclass

@@ -1,0 +1,81 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from metaprune import UserError
+from metaprune.data import load_data
+
+
+def _write_cifar(root, name, n_train=60, n_test=20, classes=10):
+    rng = np.random.default_rng(0)
+    sub, key, train_names, test_names = {
+        "cifar10": ("cifar-10-batches-py", b"labels", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
+        "cifar100": ("cifar-100-python", b"fine_labels", ["train"], ["test"]),
+    }[name]
+    folder = root / sub
+    folder.mkdir(parents=True)
+    for names, n in ((train_names, n_train), (test_names, n_test)):
+        for fname in names:
+            batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                     key: (np.arange(n) % classes).tolist()}
+            with open(folder / fname, "wb") as f:
+                pickle.dump(batch, f)
+    return folder
+
+
+@pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_loader_reads_the_on_disk_format(tmp_path, name, classes):
+    n_train = 300 if name == "cifar10" else 1000
+    _write_cifar(tmp_path, name, n_train=n_train if name == "cifar100" else 60, classes=classes)
+    d = load_data(name, root=str(tmp_path), seed=0, search_per_class=2)
+    assert d.num_classes == classes and d.in_channels == 3 and d.image_size == 32
+    assert d.info["search"] == 2 * classes
+    assert d.info["train"] + d.info["search"] == (300 if name == "cifar10" else 1000)
+    x, y = next(d.search.batches(8, augment=False))
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
+
+
+def test_missing_cifar_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="cifar10 is not under .*--download"):
+        load_data("cifar10", root=str(tmp_path))
+
+
+def test_imagefolder_loader(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(6 if split == "train" else 2):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / split / c / f"{i}.png")
+    d = load_data("imagefolder", root=str(tmp_path), seed=0, search_per_class=2, image_size=32)
+    assert d.num_classes == 2 and d.info == {"train": 8, "search": 4, "test": 4}
+    x, y = next(d.train.batches(4, shuffle=True, augment=True, generator=torch.Generator().manual_seed(0)))
+    assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+    with pytest.raises(UserError, match="no val/ folder"):
+        (tmp_path / "val").rename(tmp_path / "v")
+        load_data("imagefolder", root=str(tmp_path))
+
+
+def test_unknown_dataset():
+    with pytest.raises(UserError, match="dataset 'svhn' is unknown"):
+        load_data("svhn")
+def test_splits_are_disjoint_stratified_and_shuffled():
+    import numpy as np
+
+    from metaprune.data import load_data
+
+    d = load_data("mnist5k", seed=3)
+    assert d.info == {"train": 3500, "search": 500, "test": 1000}
+    for split, per_class in ((d.search, 50), (d.test, 100)):
+        assert np.bincount(split.labels.numpy(), minlength=10).tolist() == [per_class] * 10
+        # the source is sorted by class: a prefix of a split must still mix classes
+        assert len(set(split.labels[:50].tolist())) >= 8
+    flat = lambda s: {bytes(im.numpy().tobytes()) for im in s.images}  # noqa: E731
+    assert not flat(d.search) & flat(d.test)
+    assert load_data("mnist5k", seed=3).search.labels.tolist() == d.search.labels.tolist()
+    assert load_data("mnist5k", seed=4).search.labels.tolist() != d.search.labels.tolist()
