@@ -31,13 +31,16 @@ def bn_batches(data: DataSplits, count: int, batch_size: int, seed: int, device)
     return out
 
 
+_draw_bn_batches = bn_batches  # `generate` and `evaluate` take a count named bn_batches
+
+
 def generate(net: PruningNet, channels: Mapping[str, int], data: DataSplits, bn_batches: int = 10,
              batch_size: int = 128, seed: int = 0, batches: list[torch.Tensor] | None = None) -> nn.Module:
     """A plain network with the vector's generated weights and re-estimated BN, in eval mode."""
     device = _device(net)
     model = net.generate(channels)
     if batches is None:
-        batches = globals()["bn_batches"](data, bn_batches, batch_size, seed, device)
+        batches = _draw_bn_batches(data, bn_batches, batch_size, seed, device)
     return recalibrate_bn(model, batches)
 
 

@@ -1,6 +1,8 @@
 """The search config (``configs/search/*.yaml``); the defaults are MetaPruning's search."""
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,19 +31,23 @@ class SearchEvalConfig:
             check(v is None or v >= 1, prefix + key, v, "an integer >= 1 or null")
 
 
+_DEFAULTS = EvolutionSettings()
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Strategy, population sizes and operators, and the proxy evaluation."""
 
-    strategy: Literal["constrained", "pareto"] = "constrained"
-    population: int = 50
-    parents: int = 10
-    mutations: int = 25
-    crossovers: int = 25
-    mutation_prob: float = 0.1
-    crossover_prob: float = 0.5
-    generations: int = 20
-    objectives: tuple[str, ...] = ("macs",)
+    # typed for YAML validation; the defaults are evolution's (MetaPruning's) own
+    strategy: Literal["constrained", "pareto"] = _DEFAULTS.strategy
+    population: int = _DEFAULTS.population
+    parents: int = _DEFAULTS.parents
+    mutations: int = _DEFAULTS.mutations
+    crossovers: int = _DEFAULTS.crossovers
+    mutation_prob: float = _DEFAULTS.mutation_prob
+    crossover_prob: float = _DEFAULTS.crossover_prob
+    generations: int = _DEFAULTS.generations
+    objectives: tuple[str, ...] = _DEFAULTS.objectives
     seed: int | None = None
     eval: SearchEvalConfig = field(default_factory=SearchEvalConfig)
 
@@ -61,7 +67,4 @@ class SearchConfig:
 
     def settings(self) -> EvolutionSettings:
         """The :class:`~evolution.EvolutionSettings` of this config."""
-        return EvolutionSettings(strategy=self.strategy, population=self.population, parents=self.parents,
-                                 mutations=self.mutations, crossovers=self.crossovers,
-                                 mutation_prob=self.mutation_prob, crossover_prob=self.crossover_prob,
-                                 generations=self.generations, objectives=tuple(self.objectives))
+        return EvolutionSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EvolutionSettings)})

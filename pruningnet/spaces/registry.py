@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import UserError
-from .ir import Block, Conv, MaxPool, Node, Space, Unit, conv_out_size, round_channels
+from .ir import Block, Conv, MaxPool, Node, Space, Unit, conv_out_size, iter_convs, round_channels
 
 #: MetaPruning's 31 ratios 0.10, 0.13, ..., 1.00 of the max width.
 METAPRUNING_RATIOS: tuple[float, ...] = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
@@ -131,13 +131,10 @@ def resolve_options(name: str, options: dict | None = None) -> dict:
 
 def _units_in_run_order(nodes: tuple[Node, ...]) -> list[str]:
     order: list[str] = []
-    for node in nodes:
-        convs = [node] if isinstance(node, Conv) else (
-            list(node.convs) + ([node.shortcut] if node.shortcut else []) if isinstance(node, Block) else [])
-        for c in convs:
-            for ref in (c.in_ch, c.out_ch):
-                if isinstance(ref, str) and ref not in order:
-                    order.append(ref)
+    for c in iter_convs(nodes):
+        for ref in (c.in_ch, c.out_ch):
+            if isinstance(ref, str) and ref not in order:
+                order.append(ref)
     return order
 
 
