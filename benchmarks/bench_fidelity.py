@@ -1,12 +1,13 @@
 """Proxy fidelity: does the PruningNet's ranking predict scratch-trained accuracy, beyond MACs?
 
-Samples ``--n-space`` random vectors across the space and ``--n-band`` more inside one +-10% MACs
-band, scores each with the run's PruningNet (proxy top-1 on the whole search split, BN re-estimated),
+Samples ``--n-space`` vectors across the space (stratified: one per equal-width MACs bin) and
+``--n-band`` more inside one +-10% MACs band, scores each with the run's PruningNet (proxy top-1 on the whole search split, BN re-estimated),
 trains each from scratch with one recipe as Ray Tune trials, and reports Kendall's tau of proxy vs
 scratch test top-1 over all vectors and within the band, next to the tau of MACs alone.
 
 Run by hand, e.g.:
-  .venv/bin/python benchmarks/bench_fidelity.py --run runs/quickstart-... --epochs 2 --images 2000
+  .venv/bin/python benchmarks/bench_fidelity.py --run runs/quickstart-... --epochs 4 --images 3500 \
+      --seeds 2 --json /tmp/fid.json --plot docs/fidelity.png
 """
 from __future__ import annotations
 
@@ -28,22 +29,75 @@ from pruningnet.cost import cost_model
 from pruningnet.spec import make_spec
 
 
+def _uniform_draws(units, rng, k: int) -> np.ndarray:
+    return np.stack([rng.choice(u.choices, size=k) for u in units], axis=1)
+
+
+def _level_draws(units, rng, k: int) -> np.ndarray:
+    """Vectors around a random width level: unit i takes choice index round(t * (n_i - 1) + noise),
+    t ~ U(0, 1), so the draws cover the whole MACs range (uniform per-unit draws crowd its middle)."""
+    t = rng.uniform(0, 1, size=(k, 1))
+    cols = []
+    for j, u in enumerate(units):
+        n = len(u.choices)
+        idx = np.clip(np.rint(t[:, 0] * (n - 1) + rng.normal(0, n / 4, size=k)), 0, n - 1).astype(int)
+        cols.append(np.asarray(u.choices)[idx])
+    return np.stack(cols, axis=1)
+
+
 def sample(space, rng, n_space: int, n_band: int, band_center: float):
+    """``n_space`` vectors stratified over MACs (one per equal-width MACs bin between the narrowest
+    and the widest network) and ``n_band`` uniform draws inside +-10% of one MACs value."""
     cm = cost_model(space)
     units = space.units
-    draw = lambda k: np.stack([rng.choice(u.choices, size=k) for u in units], axis=1)  # noqa: E731
-    spread = draw(n_space)
     lo_macs, hi_macs = int(cm.macs(space.min_channels())[0]), int(cm.macs(space.max_channels())[0])
+    pool = np.concatenate([_level_draws(units, rng, 20000), _uniform_draws(units, rng, 20000)])
+    pool_macs = cm.macs(pool)
+    edges = np.linspace(lo_macs, hi_macs, n_space + 1)
+    spread = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        idx = np.flatnonzero((pool_macs >= a) & (pool_macs <= b))
+        if len(idx):
+            spread.append(pool[rng.choice(idx)])
     center = lo_macs + band_center * (hi_macs - lo_macs)
     band = []
     for _ in range(200):  # capped: 200 x 2,000 draws
-        pool = draw(2000)
-        macs = cm.macs(pool)
-        band.extend(pool[np.abs(macs - center) <= 0.1 * center])
+        draws = _uniform_draws(units, rng, 2000)
+        band.extend(draws[np.abs(cm.macs(draws) - center) <= 0.1 * center])
         if len(band) >= n_band:
             break
-    band = np.array(band[:n_band])
-    return spread, band, center
+    return np.array(spread), np.array(band[:n_band]), center
+
+
+def plot(res: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in res["rows"] if r["test_top1"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, key, label in ((axes[0], "proxy_top1", "PruningNet proxy top-1 (%), search split"),
+                           (axes[1], "macs", "MACs (M)")):
+        for group, marker, color in (("space", "o", "tab:blue"), ("band", "^", "tab:orange")):
+            g = [r for r in rows if r["name"].startswith(group)]
+            x = [r[key] / 1e6 if key == "macs" else 100 * r[key] for r in g]
+            y = [100 * r["test_top1"] for r in g]
+            yerr = [100 * r.get("test_top1_std", 0.0) for r in g]
+            name = ("across the space" if group == "space" else f"+-10% of {res['band_center_macs'] / 1e6:.1f}M MACs")
+            ax.errorbar(x, y, yerr=yerr, fmt=marker, color=color, label=name, capsize=2, ms=5)
+        t_all, t_band = res[f"tau_{key.split('_')[0]}_all"], res[f"tau_{key.split('_')[0]}_band"]
+        ax.set_title(f"tau all {t_all[0]:+.2f} (p {t_all[1]:.2f}); band {t_band[0]:+.2f} (p {t_band[1]:.2f})",
+                     fontsize=9)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"scratch test top-1 (%), {res['epochs']} epochs, {res['seeds']} seed(s)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Does the PruningNet proxy rank subnets as scratch training does? (MNIST, small-input MobileNetV2)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -55,8 +109,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--images", type=int, default=2000, help="training images per trial")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1, help="scratch seeds per vector (top-1 averaged)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None, help="write the figure here, e.g. docs/fidelity.png")
+    ap.add_argument("--plot-only", default=None, metavar="JSON", help="redraw --plot from a saved --json")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(Path(args.plot_only).read_text()), args.plot or "fidelity.png")
+        return
     t0 = time.time()
     run = open_run(args.run)
     space, data = run.space, run.load_data()
@@ -76,15 +136,20 @@ def main() -> None:
                                    int(cm.params(ch)[0]), proxy_top1=proxy))
     cfg = load_train_config("smoke", {"recipe.max_train_images": args.images,
                                       "recipe.max_test_images": 1000}, run_dir=args.run)
-    trials = trial_configs(cands, cfg, "scratch-e", args.epochs, 1, 1.0, 0.0)
+    trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)
     sd = scratch_data(data, cfg.recipe, cfg.seed)
     storage = Path(args.run) / "fidelity"
     outcomes = run_trials(storage.resolve(), f"fidelity-{time.strftime('%H%M%S')}", trials, sd, cfg, 1.0, 0.0,
                           verbose=0)
-    test = {o.trial["name"]: o.metrics.get("test_top1") for o in outcomes}
-    rows = [{"name": c.name, "macs": c.macs, "proxy_top1": c.proxy_top1, "test_top1": test.get(c.name)}
-            for c in cands]
+    per_seed: dict[str, list[float]] = {}
+    for o in outcomes:
+        if o.error is None and o.metrics.get("epoch") == args.epochs:
+            per_seed.setdefault(o.trial["name"], []).append(float(o.metrics["test_top1"]))
+    rows = [{"name": c.name, "macs": c.macs, "proxy_top1": c.proxy_top1,
+             "test_top1": float(np.mean(per_seed[c.name])) if c.name in per_seed else None,
+             "test_top1_std": float(np.std(per_seed[c.name], ddof=1)) if len(per_seed.get(c.name, [])) > 1 else 0.0,
+             "test_top1_per_seed": per_seed.get(c.name, [])} for c in cands]
 
     def tau(rs, key):
         rs = [r for r in rs if r["test_top1"] is not None]
@@ -92,13 +157,16 @@ def main() -> None:
         return round(float(t.statistic), 3), round(float(t.pvalue), 3), len(rs)
 
     band_rows = [r for r in rows if r["name"].startswith("band")]
-    res = {"run": args.run, "epochs": args.epochs, "images": args.images, "band_center_macs": int(center),
+    res = {"run": args.run, "epochs": args.epochs, "images": args.images, "seeds": args.seeds,
+           "sampling": "space: one per equal-width MACs bin; band: uniform draws", "band_center_macs": int(center),
            "tau_proxy_all": tau(rows, "proxy_top1"), "tau_macs_all": tau(rows, "macs"),
            "tau_proxy_band": tau(band_rows, "proxy_top1"), "tau_macs_band": tau(band_rows, "macs"),
            "wall_s": round(time.time() - t0, 1), "rows": rows}
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
+    if args.plot:
+        plot(res, args.plot)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def test_searched_and_baseline_trials_run_survive_a_crash_and_report(cli, tmp_pa
     for r in rows.values():
         assert r["epochs"] == 2 and r["seeds"] == [0] and r["failed"] == []
         assert 0 <= r["test_top1"] <= r["test_top5"] <= 1 and r["wall_s"] > 0
-        assert r["test_top1_std"] == 0.0
+        assert r["test_top1_std"] == 0.0 and r["test_top1_per_seed"] == [r["test_top1"]]
         reports = _reports(run, f"{r['name']}-s0")
         assert [x["epoch"] for x in reports] == [1, 2]  # every epoch, each reported once
         assert [x["restores"] for x in reports] == [0, 1]  # epoch 2 ran after a restore

@@ -16,13 +16,13 @@ def results_path(run_dir: str | Path) -> Path:
 
 
 def summarise(candidates: list[dict], outcomes: list, budget: str) -> list[dict]:
-    """One row per candidate (``Candidate.row()`` dicts): test top-1/top-5 mean and std over the
-    seeds that finished, epochs, mean wall seconds per seed, and ``delta_top1`` = a searched
+    """One row per candidate (``Candidate.row()`` dicts): test top-1/top-5 mean and (population) std
+    over the seeds that finished, each seed's top-1 in seed order, epochs, mean wall seconds per seed, and ``delta_top1`` = a searched
     spec's test top-1 minus its baseline's."""
     rows = []
     for cand in candidates:
-        done = [o for o in outcomes if o.trial["name"] == cand["name"] and o.error is None
-                and o.metrics.get("epoch") == o.trial["epochs"]]
+        done = sorted((o for o in outcomes if o.trial["name"] == cand["name"] and o.error is None
+                       and o.metrics.get("epoch") == o.trial["epochs"]), key=lambda o: int(o.trial["seed"]))
         failed = [o.error or "unfinished" for o in outcomes if o.trial["name"] == cand["name"] and o not in done]
         top1 = np.array([o.metrics["test_top1"] for o in done], dtype=float)
         top5 = np.array([o.metrics["test_top5"] for o in done], dtype=float)
@@ -35,6 +35,7 @@ def summarise(candidates: list[dict], outcomes: list, budget: str) -> list[dict]
                                     "baseline", "ratio")}
         row.update(test_top1=stat(top1, np.mean), test_top1_std=stat(top1, np.std),
                    test_top5=stat(top5, np.mean), test_top5_std=stat(top5, np.std),
+                   test_top1_per_seed=[float(v) for v in top1],
                    seeds=[int(o.trial["seed"]) for o in done], epochs=epochs[0] if len(epochs) == 1 else epochs,
                    budget=budget,
                    wall_s=stat(np.array([o.metrics["wall_s"] for o in done], dtype=float), np.mean),

@@ -1,0 +1,112 @@
+"""Search against baseline: at fractions of the full model's MACs, the searched vector and the
+uniform-width network of equal MACs, each trained from scratch with several seeds.
+
+For every budget this runs the user's own commands on a copy of a meta-trained run (the source run
+is only read): ``metaprune search --strategy constrained --max-macs B``, ``metaprune export
+--max-macs B``, ``metaprune train --spec best.json --seeds S`` (which adds the uniform baseline of
+the largest MACs not above the searched vector's), then prints mean and spread of test top-1.
+
+Run by hand, e.g. on a quickstart run:
+  .venv/bin/python benchmarks/bench_vs_baseline.py --run runs/quickstart-... --out /tmp/vsb \
+      --fractions 0.3,0.6 --seeds 3 --json /tmp/vsb.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from metaprune.cli.main import main as metaprune
+from metaprune.runs import open_run
+from pruningnet.cost import cost_model
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_FILES = ("config.yaml", "space.json", "split.json", "status.json", "metrics.jsonl", "pruningnet.pt")
+
+
+def derived_run(src: Path, dst: Path) -> Path:
+    """A run directory holding ``src``'s trained PruningNet (hard links where possible), so a search
+    and a training per budget never touch the source run's own results."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (src / name).is_file() and not (dst / name).exists():
+            try:
+                os.link(src / name, dst / name)
+            except OSError:
+                shutil.copy2(src / name, dst / name)
+    return dst
+
+
+def step(args: list[str]) -> None:
+    print("$ metaprune " + " ".join(args), flush=True)
+    code = metaprune(args)
+    if code != 0:
+        raise SystemExit(f"bench_vs_baseline: `metaprune {' '.join(args)}` exited {code}")
+
+
+def summarize(results: list[dict]) -> dict:
+    rows = {}
+    for r in results:
+        accs = r["per_seed_top1"]
+        rows[r["kind"]] = {"name": r["name"], "macs": r["macs"], "params": r["params"],
+                           "proxy_top1": r.get("proxy_top1"), "test_top1_per_seed": accs,
+                           "mean": round(statistics.mean(accs), 4),
+                           "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
+                           "min": min(accs), "max": max(accs)}
+    return rows
+
+
+def per_seed(run: Path) -> list[dict]:
+    """results.json rows with each seed's test top-1."""
+    results = json.loads((run / "train" / "results.json").read_text())["results"]
+    return [{**r, "per_seed_top1": r["test_top1_per_seed"]} for r in results]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a meta-trained run (e.g. a quickstart run)")
+    ap.add_argument("--out", required=True, help="directory for one derived run per budget")
+    ap.add_argument("--fractions", default="0.3,0.6", help="budgets as fractions of the full model's MACs")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--search-config", default=str(REPO / "configs" / "search" / "quickstart.yaml"))
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--train-images", type=int, default=3500)
+    ap.add_argument("--test-images", type=int, default=1000)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    t0 = time.time()
+    src = Path(args.run)
+    space = open_run(src).space
+    full = int(cost_model(space).macs(space.max_channels())[0])
+    report = {"run": str(src), "full_macs": full, "seeds": args.seeds, "epochs": args.epochs,
+              "train_images": args.train_images, "test_images": args.test_images, "budgets": []}
+    for frac in (float(f) for f in args.fractions.split(",")):
+        budget = int(full * frac)
+        run = derived_run(src, Path(args.out) / f"macs-{round(frac * 100)}pct")
+        tb = time.time()
+        if not (run / "search" / "front.json").is_file():
+            step(["search", str(run), "-c", args.search_config, "--strategy", "constrained",
+                  "--max-macs", str(budget), "--quiet"])
+        best = run / "exports" / "best.json"
+        step(["export", str(run), "--max-macs", str(budget), "-o", str(best)])
+        if not (run / "train" / "results.json").is_file():
+            step(["train", str(run), "--spec", str(best), "--recipe", "smoke", "--quiet",
+                  "--seeds", str(args.seeds), "--epochs", str(args.epochs),
+                  "--set", f"recipe.max_train_images={args.train_images}",
+                  "--set", f"recipe.max_test_images={args.test_images}"])
+        rows = summarize(per_seed(run))
+        report["budgets"].append({"fraction": frac, "max_macs": budget, "wall_s": round(time.time() - tb, 1),
+                                  **rows})
+        print(json.dumps(report["budgets"][-1], indent=1), flush=True)
+    report["wall_s"] = round(time.time() - t0, 1)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    print(f"total wall {report['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()
