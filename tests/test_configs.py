@@ -1,0 +1,37 @@
+"""Every shipped YAML config loads, validates and names a space that resolves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metaprune.config import load_config
+from metaprune.meta_config import MetaTrainConfig
+from metaprune.search.config import SearchConfig
+from metaprune.training.recipe import load_train_config
+from pruningnet.spaces.registry import get_space
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_meta_training_configs_load(path):
+    cfg = load_config(MetaTrainConfig, path)
+    opts = dict(cfg.space.options)
+    if cfg.data.name == "imagefolder":  # the space's 224 / 3 / 1000 defaults are ImageNet's
+        assert cfg.data.image_size == opts.get("input_size", 224)
+    space = get_space(cfg.space.name, **opts)
+    assert len(space.units) > 0 and all(u.name in space.unit_names for u in space.units)
+    assert set(opts.get("fixed_units", [])) <= set(space.unit_names)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "search").glob("*.yaml")), ids=lambda p: p.name)
+def test_search_configs_load(path):
+    cfg = load_config(SearchConfig, path)
+    assert cfg.strategy in ("constrained", "pareto")
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_train_recipes_load(path):
+    cfg = load_train_config(str(path))
+    assert cfg.recipe.epochs >= 1 and cfg.recipe.lr > 0
