@@ -48,12 +48,22 @@ def step(args: list[str]) -> None:
         raise SystemExit(f"bench_vs_baseline: `metaprune {' '.join(args)}` exited {code}")
 
 
-def summarize(results: list[dict]) -> dict:
+def proxy_scores(run: Path, results: list[dict]) -> dict[str, float]:
+    """Proxy top-1 of every trained network, scored exactly as the search scored its candidates
+    (the settings saved in the search state), so the uniform baseline gets one too."""
+    from metaprune.search.evaluate import ProxyScorer, ProxySettings
+
+    state = json.loads((run / "search" / "state.json").read_text())
+    scorer = ProxyScorer(run, ProxySettings(**state["search"]["proxy"]))
+    return {r["name"]: scorer(tuple(r["channels"][u] for u in scorer.space.unit_names)) for r in results}
+
+
+def summarize(results: list[dict], proxies: dict[str, float]) -> dict:
     rows = {}
     for r in results:
         accs = r["per_seed_top1"]
         rows[r["kind"]] = {"name": r["name"], "macs": r["macs"], "params": r["params"],
-                           "proxy_top1": r.get("proxy_top1"), "test_top1_per_seed": accs,
+                           "proxy_top1": proxies[r["name"]], "test_top1_per_seed": accs,
                            "mean": round(statistics.mean(accs), 4),
                            "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
                            "min": min(accs), "max": max(accs)}
@@ -98,7 +108,8 @@ def main() -> None:
                   "--seeds", str(args.seeds), "--epochs", str(args.epochs),
                   "--set", f"recipe.max_train_images={args.train_images}",
                   "--set", f"recipe.max_test_images={args.test_images}"])
-        rows = summarize(per_seed(run))
+        results = per_seed(run)
+        rows = summarize(results, proxy_scores(run, results))
         report["budgets"].append({"fraction": frac, "max_macs": budget, "wall_s": round(time.time() - tb, 1),
                                   **rows})
         print(json.dumps(report["budgets"][-1], indent=1), flush=True)
