@@ -8,7 +8,7 @@ the largest MACs not above the searched vector's), then prints mean and spread o
 
 Run by hand, e.g. on a quickstart run:
   .venv/bin/python benchmarks/bench_vs_baseline.py --run runs/quickstart-... --out /tmp/vsb \
-      --fractions 0.3,0.6 --seeds 3 --json /tmp/vsb.json
+      --fractions 0.3,0.6 --seeds 3 --full-reference --json /tmp/vsb.json
 """
 from __future__ import annotations
 
@@ -48,13 +48,16 @@ def step(args: list[str]) -> None:
         raise SystemExit(f"bench_vs_baseline: `metaprune {' '.join(args)}` exited {code}")
 
 
-def proxy_scores(run: Path, results: list[dict]) -> dict[str, float]:
-    """Proxy top-1 of every trained network, scored exactly as the search scored its candidates
-    (the settings saved in the search state), so the uniform baseline gets one too."""
-    from metaprune.search.evaluate import ProxyScorer, ProxySettings
+def proxy_scores(run: Path, results: list[dict], search_config: str) -> dict[str, float]:
+    """Proxy top-1 of every trained network, scored as the search scores its candidates, so the
+    uniform baseline (and the full model) get one too."""
+    from metaprune.config import load_config
+    from metaprune.search.config import SearchConfig
+    from metaprune.search.evaluate import ProxyScorer, proxy_settings
 
-    state = json.loads((run / "search" / "state.json").read_text())
-    scorer = ProxyScorer(run, ProxySettings(**state["search"]["proxy"]))
+    cfg = load_config(SearchConfig, search_config)
+    r = open_run(run)
+    scorer = ProxyScorer(run, proxy_settings(r, cfg, cfg.seed if cfg.seed is not None else r.config.seed))
     return {r["name"]: scorer(tuple(r["channels"][u] for u in scorer.space.unit_names)) for r in results}
 
 
@@ -76,6 +79,32 @@ def per_seed(run: Path) -> list[dict]:
     return [{**r, "per_seed_top1": r["test_top1_per_seed"]} for r in results]
 
 
+def train_full(src: Path, out: Path, args) -> Path:
+    """The full-width network with the same recipe and seeds: the ceiling both arms are pruned from."""
+    from metaprune.training.loop import scratch_data
+    from metaprune.training.plan import Candidate, trial_configs
+    from metaprune.training.recipe import load_train_config
+    from metaprune.training.results import summarise, write_results
+    from metaprune.training.runner import connect, run_trials
+    from pruningnet.spec import make_spec
+
+    run = derived_run(src, out)
+    if (run / "train" / "results.json").is_file():
+        return run
+    r = open_run(run)
+    space, cm = r.space, cost_model(r.space)
+    ch = space.max_channels()
+    cand = Candidate("full", "full", make_spec(space, ch), int(cm.macs(ch)[0]), int(cm.params(ch)[0]))
+    cfg = load_train_config("smoke", {"recipe.max_train_images": args.train_images,
+                                      "recipe.max_test_images": args.test_images}, run_dir=run)
+    trials = trial_configs([cand], cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
+    connect(None)
+    outcomes = run_trials((run / "train" / "ray").resolve(), "full", trials,
+                          scratch_data(r.load_data(), cfg.recipe, cfg.seed), cfg, 1.0, 0.0, verbose=0)
+    write_results(run, summarise([cand.row()], outcomes, "scratch-e"))
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a meta-trained run (e.g. a quickstart run)")
@@ -86,6 +115,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--train-images", type=int, default=3500)
     ap.add_argument("--test-images", type=int, default=1000)
+    ap.add_argument("--full-reference", action="store_true",
+                    help="also train the full-width network with the same recipe and seeds")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     t0 = time.time()
@@ -109,10 +140,15 @@ def main() -> None:
                   "--set", f"recipe.max_train_images={args.train_images}",
                   "--set", f"recipe.max_test_images={args.test_images}"])
         results = per_seed(run)
-        rows = summarize(results, proxy_scores(run, results))
+        rows = summarize(results, proxy_scores(run, results, args.search_config))
         report["budgets"].append({"fraction": frac, "max_macs": budget, "wall_s": round(time.time() - tb, 1),
                                   **rows})
         print(json.dumps(report["budgets"][-1], indent=1), flush=True)
+    if args.full_reference:
+        run = train_full(src, Path(args.out) / "full", args)
+        results = per_seed(run)
+        report["full"] = summarize(results, proxy_scores(run, results, args.search_config))["full"]
+        print(json.dumps(report["full"], indent=1), flush=True)
     report["wall_s"] = round(time.time() - t0, 1)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
