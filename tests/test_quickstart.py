@@ -20,7 +20,7 @@ def test_quickstart_smoke_runs_the_whole_pipeline(smoke_run, ray_cluster, cli, t
     base = next(r for r in results if r["kind"] == "baseline")
     searched = next(r for r in results if r["kind"] == "searched")
     assert base["macs"] <= searched["macs"]
-    assert f"run directory: {run}" in out
+    assert f"run directory: {run}" in out and "--smoke checks the install" in out
 
 
 def test_quickstart_rejects_bad_budget_fraction(cli):

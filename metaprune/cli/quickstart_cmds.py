@@ -60,3 +60,6 @@ def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None
     _step("report", ["report", str(run)])
     click.echo(f"\nrun directory: {run}  (front plot: {run / 'search' / 'pareto.png'}, "
                f"report plot: {run / 'train' / 'report.png'})")
+    if smoke:
+        click.echo("--smoke checks the install: 1 scratch epoch on 512 images, so its accuracies mean nothing; "
+                   "run without --smoke for the real comparison")
