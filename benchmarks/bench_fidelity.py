@@ -69,6 +69,32 @@ def sample(space, rng, n_space: int, n_band: int, band_center: float):
     return np.array(spread), np.array(band[:n_band]), center
 
 
+def _tau(x, y) -> list:
+    t = kendalltau(x, y)
+    return [round(float(t.statistic), 3), round(float(t.pvalue), 3), len(x)]
+
+
+def diagnostics(res: dict) -> dict:
+    """What bounds the figures: how repeatable the scratch ranking itself is (tau between the first
+    two seeds' top-1; no proxy can agree with scratch accuracy better than scratch agrees with
+    itself), how much of the proxy is MACs (tau proxy vs MACs), and the spread of scratch top-1."""
+    rows = [r for r in res["rows"] if r["test_top1"] is not None]
+    out = {}
+    for group, rs in (("all", rows), ("band", [r for r in rows if r["name"].startswith("band")])):
+        two = [r for r in rs if len(r.get("test_top1_per_seed", [])) >= 2]
+        if len(two) >= 3:
+            out[f"tau_seed0_vs_seed1_{group}"] = _tau([r["test_top1_per_seed"][0] for r in two],
+                                                      [r["test_top1_per_seed"][1] for r in two])
+        out[f"tau_proxy_vs_macs_{group}"] = _tau([r["proxy_top1"] for r in rs], [r["macs"] for r in rs])
+    accs = [r["test_top1"] for r in rows]
+    seed_gaps = [max(r["test_top1_per_seed"]) - min(r["test_top1_per_seed"]) for r in rows
+                 if len(r.get("test_top1_per_seed", [])) >= 2]
+    out["test_top1_range"] = [min(accs), max(accs)]
+    if seed_gaps:
+        out["mean_seed_gap"] = round(float(np.mean(seed_gaps)), 4)
+    return out
+
+
 def plot(res: dict, path: str) -> None:
     import matplotlib
 
@@ -93,8 +119,12 @@ def plot(res: dict, path: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"scratch test top-1 (%), {res['epochs']} epochs, {res['seeds']} seed(s)")
     axes[0].legend(fontsize=8)
-    fig.suptitle("Does the PruningNet proxy rank subnets as scratch training does? (MNIST, small-input MobileNetV2)",
-                 fontsize=10)
+    d = diagnostics(res)
+    title = "Does the PruningNet proxy rank subnets as scratch training does? (MNIST, small-input MobileNetV2)"
+    if "tau_seed0_vs_seed1_all" in d:
+        title += (f"\nceiling: scratch seed 0 vs seed 1 tau {d['tau_seed0_vs_seed1_all'][0]:+.2f} all, "
+                  f"{d['tau_seed0_vs_seed1_band'][0]:+.2f} in the band")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -115,7 +145,9 @@ def main() -> None:
     ap.add_argument("--plot-only", default=None, metavar="JSON", help="redraw --plot from a saved --json")
     args = ap.parse_args()
     if args.plot_only:
-        plot(json.loads(Path(args.plot_only).read_text()), args.plot or "fidelity.png")
+        res = json.loads(Path(args.plot_only).read_text())
+        print(json.dumps(diagnostics(res), indent=1))
+        plot(res, args.plot or "fidelity.png")
         return
     t0 = time.time()
     run = open_run(args.run)
@@ -162,6 +194,7 @@ def main() -> None:
            "tau_proxy_all": tau(rows, "proxy_top1"), "tau_macs_all": tau(rows, "macs"),
            "tau_proxy_band": tau(band_rows, "proxy_top1"), "tau_macs_band": tau(band_rows, "macs"),
            "wall_s": round(time.time() - t0, 1), "rows": rows}
+    res.update(diagnostics(res))
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
