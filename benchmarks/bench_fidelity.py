@@ -137,7 +137,9 @@ def main() -> None:
     ap.add_argument("--n-band", type=int, default=8)
     ap.add_argument("--band-center", type=float, default=0.5, help="fraction of the MACs range")
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--images", type=int, default=3500, help="training images per trial")
+    ap.add_argument("--images", type=int, default=3500, help="training images per trial (0: all)")
+    ap.add_argument("--test-images", type=int, default=1000, help="test images per trial (0: all)")
+    ap.add_argument("--recipe", default="smoke", help="scratch recipe name or YAML (configs/train/)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=2, help="scratch seeds per vector (top-1 averaged)")
     ap.add_argument("--json", default=None)
@@ -166,8 +168,8 @@ def main() -> None:
             spec = make_spec(space, ch)
             cands.append(Candidate(f"{group}-{i}", "searched", spec, int(cm.macs(ch)[0]),
                                    int(cm.params(ch)[0]), proxy_top1=proxy))
-    cfg = load_train_config("smoke", {"recipe.max_train_images": args.images,
-                                      "recipe.max_test_images": 1000}, run_dir=args.run)
+    cfg = load_train_config(args.recipe, {"recipe.max_train_images": args.images or None,
+                                          "recipe.max_test_images": args.test_images or None}, run_dir=args.run)
     trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)
     sd = scratch_data(data, cfg.recipe, cfg.seed)
