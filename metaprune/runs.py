@@ -4,7 +4,7 @@ Layout::
 
     RUN/config.yaml        resolved config (seed included)
     RUN/space.json         {"space": NAME, "options": {...}}: the resolved space
-    RUN/split.json         dataset, seed and split sizes
+    RUN/split.json         dataset, seed, split sizes and split fingerprints
     RUN/metrics.jsonl      one JSON line per logged step
     RUN/checkpoints/last.pt  meta-training checkpoint (written atomically)
     RUN/pruningnet.pt      the trained PruningNet
@@ -53,7 +53,23 @@ class Run:
         return self.config.seed
 
     def load_data(self) -> DataSplits:
-        return self.config.data.load(self.config.seed)
+        """The run's splits; :class:`UserError` when they are not the ones the run was created with
+        (its ``split.json`` fingerprints), since a search would then score candidates on images the
+        PruningNet trained on."""
+        from .data.splits import fingerprints
+
+        data = self.config.data.load(self.config.seed)
+        f = self.path / "split.json"
+        recorded = json.loads(f.read_text()).get("fingerprints") if f.is_file() else None
+        if recorded:
+            now = fingerprints(data)
+            changed = [k for k, v in recorded.items() if v is not None and now.get(k) != v]
+            if changed:
+                raise UserError(f"run {str(self.path)!r}: the {'/'.join(changed)} split(s) of dataset "
+                                f"{data.name!r} differ from the ones the run was created with (data or "
+                                "metaprune's split code changed); searching would score on images the "
+                                "PruningNet may have trained on. Meta-train a new run on the current data")
+        return data
 
     def has_pruningnet(self) -> bool:
         return (self.path / PRUNINGNET_FILE).is_file()
@@ -79,7 +95,10 @@ def create_run(path: Path, cfg: MetaTrainConfig, space: Space, data: DataSplits)
     path.mkdir(parents=True, exist_ok=True)
     write_text(path / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     write_json(path / "space.json", {"space": space.name, "options": space.options})
-    write_json(path / "split.json", {"dataset": data.name, "seed": cfg.seed, **data.info})
+    from .data.splits import fingerprints
+
+    write_json(path / "split.json", {"dataset": data.name, "seed": cfg.seed, **data.info,
+                                     "fingerprints": fingerprints(data)})
     return Run(path, cfg, space)
 
 

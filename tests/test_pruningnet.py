@@ -142,3 +142,22 @@ def test_smoke_pruningnet_learns(smoke_run, cli):
     assert set(res) >= {"top1", "top5", "macs"} and res["top1"] > 3 * chance and res["top5"] >= res["top1"]
     code, _, err = cli("evaluate", str(smoke_run), "--uniform", "1.5")
     assert code == 2 and "--uniform 1.5" in err
+
+
+def test_a_run_refuses_data_whose_splits_changed(smoke_run, cli, tmp_path):
+    """split.json fingerprints the splits; if the data (or the split code) no longer gives the run's
+    search split, scoring on it could use images the PruningNet trained on, so commands refuse."""
+    import shutil
+
+    split = json.loads((smoke_run / "split.json").read_text())
+    fps = split["fingerprints"]
+    assert set(fps) == {"train", "search", "test"} and len(set(fps.values())) == 3
+    assert all(isinstance(v, str) and len(v) == 16 for v in fps.values())
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("search", "train", "exports", "checkpoints"))
+    code, _, err = cli("evaluate", str(run), "--uniform", "1.0")
+    assert code == 0, err  # an unchanged copy is accepted
+    (run / "split.json").write_text(json.dumps({**split, "fingerprints": {**fps, "search": "0" * 16}}))
+    code, _, err = cli("evaluate", str(run), "--uniform", "1.0")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "search split" in err and "differ" in err

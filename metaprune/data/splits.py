@@ -1,6 +1,7 @@
 """In-memory image splits and the seeded carving of a search split out of the training data."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -88,3 +89,22 @@ class DataSplits:
     in_channels: int
     image_size: int
     info: dict = field(default_factory=dict)
+
+
+def split_fingerprint(split: object) -> str | None:
+    """A short digest of which examples a split holds, in order (images and labels of an in-memory
+    split, indices of a folder split); None for a split type it does not know."""
+    h = hashlib.sha256()
+    if isinstance(split, TensorSplit):
+        h.update(split.labels.numpy().tobytes())
+        h.update(split.images.numpy().tobytes())
+    elif hasattr(split, "indices"):
+        h.update(np.asarray(split.indices, dtype=np.int64).tobytes())
+    else:
+        return None
+    return h.hexdigest()[:16]
+
+
+def fingerprints(data: DataSplits) -> dict[str, str | None]:
+    """``{"train": ..., "search": ..., "test": ...}`` digests of ``data``'s splits."""
+    return {name: split_fingerprint(getattr(data, name)) for name in ("train", "search", "test")}
