@@ -187,8 +187,7 @@ def main() -> None:
 
     def tau(rs, key):
         rs = [r for r in rs if r["test_top1"] is not None]
-        t = kendalltau([r[key] for r in rs], [r["test_top1"] for r in rs])
-        return round(float(t.statistic), 3), round(float(t.pvalue), 3), len(rs)
+        return _tau([r[key] for r in rs], [r["test_top1"] for r in rs])
 
     band_rows = [r for r in rows if r["name"].startswith("band")]
     res = {"run": args.run, "epochs": args.epochs, "images": args.images, "seeds": args.seeds,

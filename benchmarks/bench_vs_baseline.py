@@ -22,6 +22,7 @@ from pathlib import Path
 
 from metaprune.cli.main import main as metaprune
 from metaprune.runs import open_run
+from metaprune.training.results import read_results
 from pruningnet.cost import cost_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def proxy_scores(run: Path, results: list[dict], search_config: str) -> dict[str
 def summarize(results: list[dict], proxies: dict[str, float]) -> dict:
     rows = {}
     for r in results:
-        accs = r["per_seed_top1"]
+        accs = r["test_top1_per_seed"]
         rows[r["kind"]] = {"name": r["name"], "macs": r["macs"], "params": r["params"],
                            "proxy_top1": proxies[r["name"]], "test_top1_per_seed": accs,
                            "mean": round(statistics.mean(accs), 4),
@@ -74,9 +75,8 @@ def summarize(results: list[dict], proxies: dict[str, float]) -> dict:
 
 
 def per_seed(run: Path) -> list[dict]:
-    """results.json rows with each seed's test top-1."""
-    results = json.loads((run / "train" / "results.json").read_text())["results"]
-    return [{**r, "per_seed_top1": r["test_top1_per_seed"]} for r in results]
+    """The rows of the run's train/results.json (each with its seeds' test top-1)."""
+    return read_results(run)
 
 
 def train_full(src: Path, out: Path, args) -> Path:
