@@ -130,6 +130,39 @@ def plot(res: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _tau_fields(rows: list[dict]) -> dict:
+    def tau(rs, key):
+        rs = [r for r in rs if r["test_top1"] is not None]
+        return _tau([r[key] for r in rs], [r["test_top1"] for r in rs])
+
+    band_rows = [r for r in rows if r["name"].startswith("band")]
+    return {"tau_proxy_all": tau(rows, "proxy_top1"), "tau_macs_all": tau(rows, "macs"),
+            "tau_proxy_band": tau(band_rows, "proxy_top1"), "tau_macs_band": tau(band_rows, "macs")}
+
+
+def rescore(args, cands, channels) -> None:
+    """Replace the proxies of a saved result by this run's (the scratch side does not depend on the
+    PruningNet); refuses unless the re-drawn vectors are the saved ones (same names and MACs)."""
+    res = json.loads(Path(args.rescore).read_text())
+    by_name = {c.name: c for c in cands}
+    for r in res["rows"]:
+        c = by_name.get(r["name"])
+        if c is None or c.macs != r["macs"] or r.get("channels", channels[c.name]) != channels[c.name]:
+            raise SystemExit(f"--rescore: vector {r['name']} does not match the saved one "
+                             f"(MACs {r['macs']} saved, {c.macs if c else None} re-drawn); use the saved run's "
+                             "--seed/--n-space/--n-band/--band-center")
+        r["proxy_top1_before"] = r["proxy_top1"]
+        r["proxy_top1"], r["channels"] = c.proxy_top1, channels[c.name]
+    res["proxy_run_before"], res["proxy_run"] = res.get("proxy_run", res["run"]), args.run
+    res.update(_tau_fields(res["rows"]))
+    res.update(diagnostics(res))
+    print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    if args.plot:
+        plot(res, args.plot)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
@@ -145,6 +178,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None, help="write the figure here, e.g. docs/fidelity.png")
     ap.add_argument("--plot-only", default=None, metavar="JSON", help="redraw --plot from a saved --json")
+    ap.add_argument("--rescore", default=None, metavar="JSON",
+                    help="keep a saved --json's scratch results and rescore only the proxies with --run's "
+                         "PruningNet (same space, --seed/--n-space/--n-band/--band-center as the saved run)")
     args = ap.parse_args()
     if args.plot_only:
         res = json.loads(Path(args.plot_only).read_text())
@@ -160,14 +196,18 @@ def main() -> None:
     ec = run.config.eval
     batches = bn_batches(data, ec.bn_batches, ec.batch_size, run.seed, "cpu")
     cm = cost_model(space)
-    cands = []
+    cands, channels = [], {}
     for group, rows in (("space", spread), ("band", band)):
         for i, row in enumerate(rows):
             ch = dict(zip(space.unit_names, map(int, row)))
             proxy = evaluate(net, ch, data, max_images=None, batches=batches)["top1"]
             spec = make_spec(space, ch)
+            channels[f"{group}-{i}"] = [int(v) for v in row]
             cands.append(Candidate(f"{group}-{i}", "searched", spec, int(cm.macs(ch)[0]),
                                    int(cm.params(ch)[0]), proxy_top1=proxy))
+    if args.rescore:
+        rescore(args, cands, channels)
+        return
     cfg = load_train_config(args.recipe, {"recipe.max_train_images": args.images or None,
                                           "recipe.max_test_images": args.test_images or None}, run_dir=args.run)
     trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
@@ -180,21 +220,14 @@ def main() -> None:
     for o in outcomes:
         if o.error is None and o.metrics.get("epoch") == args.epochs:
             per_seed.setdefault(o.trial["name"], []).append(float(o.metrics["test_top1"]))
-    rows = [{"name": c.name, "macs": c.macs, "proxy_top1": c.proxy_top1,
+    rows = [{"name": c.name, "macs": c.macs, "channels": channels[c.name], "proxy_top1": c.proxy_top1,
              "test_top1": float(np.mean(per_seed[c.name])) if c.name in per_seed else None,
              "test_top1_std": float(np.std(per_seed[c.name], ddof=1)) if len(per_seed.get(c.name, [])) > 1 else 0.0,
              "test_top1_per_seed": per_seed.get(c.name, [])} for c in cands]
-
-    def tau(rs, key):
-        rs = [r for r in rs if r["test_top1"] is not None]
-        return _tau([r[key] for r in rs], [r["test_top1"] for r in rs])
-
-    band_rows = [r for r in rows if r["name"].startswith("band")]
-    res = {"run": args.run, "epochs": args.epochs, "images": args.images, "seeds": args.seeds,
+    res = {"run": args.run, "proxy_run": args.run, "seed": args.seed, "epochs": args.epochs,
+           "images": args.images, "seeds": args.seeds,
            "sampling": "space: one per equal-width MACs bin; band: uniform draws", "band_center_macs": int(center),
-           "tau_proxy_all": tau(rows, "proxy_top1"), "tau_macs_all": tau(rows, "macs"),
-           "tau_proxy_band": tau(band_rows, "proxy_top1"), "tau_macs_band": tau(band_rows, "macs"),
-           "wall_s": round(time.time() - t0, 1), "rows": rows}
+           **_tau_fields(rows), "wall_s": round(time.time() - t0, 1), "rows": rows}
     res.update(diagnostics(res))
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
     if args.json:
