@@ -43,7 +43,9 @@ def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None
     elif (run / "config.yaml").is_file():
         _step("meta-train (resume)", ["train-pruningnet", "--resume", str(run), "--quiet"])
     else:
-        _step("meta-train", ["train-pruningnet", "-c", str(cfg), "--run-dir", str(run), "--quiet"])
+        # --smoke: 2 of smoke.yaml's 3 meta-training epochs keep the install check under 2 minutes
+        _step("meta-train", ["train-pruningnet", "-c", str(cfg), "--run-dir", str(run), "--quiet",
+                             *(["--set", "train.epochs=2"] if smoke else [])])
     search_cfg = REPO / "configs" / "search" / f"{name}.yaml"
     if (run / "search" / "front.json").is_file() and (run / "search" / "state.json").is_file():
         _step("search (resume)", ["search", str(run), "--resume", "--quiet"])
