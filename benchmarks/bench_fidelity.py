@@ -140,6 +140,15 @@ def _tau_fields(rows: list[dict]) -> dict:
             "tau_proxy_band": tau(band_rows, "proxy_top1"), "tau_macs_band": tau(band_rows, "macs")}
 
 
+def _emit(res: dict, args) -> None:
+    """Print the summary (all but the rows), then write --json and --plot when asked."""
+    print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    if args.plot:
+        plot(res, args.plot)
+
+
 def rescore(args, cands, channels) -> None:
     """Replace the proxies of a saved result by this run's (the scratch side does not depend on the
     PruningNet); refuses unless the re-drawn vectors are the saved ones (same names and MACs)."""
@@ -156,11 +165,7 @@ def rescore(args, cands, channels) -> None:
     res["proxy_run_before"], res["proxy_run"] = res.get("proxy_run", res["run"]), args.run
     res.update(_tau_fields(res["rows"]))
     res.update(diagnostics(res))
-    print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
-    if args.plot:
-        plot(res, args.plot)
+    _emit(res, args)
 
 
 def main() -> None:
@@ -229,11 +234,7 @@ def main() -> None:
            "sampling": "space: one per equal-width MACs bin; band: uniform draws", "band_center_macs": int(center),
            **_tau_fields(rows), "wall_s": round(time.time() - t0, 1), "rows": rows}
     res.update(diagnostics(res))
-    print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
-    if args.plot:
-        plot(res, args.plot)
+    _emit(res, args)
 
 
 if __name__ == "__main__":

@@ -74,11 +74,6 @@ def summarize(results: list[dict], proxies: dict[str, float]) -> dict:
     return rows
 
 
-def per_seed(run: Path) -> list[dict]:
-    """The rows of the run's train/results.json (each with its seeds' test top-1)."""
-    return read_results(run)
-
-
 def train_full(src: Path, out: Path, args) -> Path:
     """The full-width network with the same recipe and seeds: the ceiling both arms are pruned from."""
     from metaprune.training.loop import scratch_data
@@ -139,14 +134,14 @@ def main() -> None:
                   "--seeds", str(args.seeds), "--epochs", str(args.epochs),
                   "--set", f"recipe.max_train_images={args.train_images}",
                   "--set", f"recipe.max_test_images={args.test_images}"])
-        results = per_seed(run)
+        results = read_results(run)
         rows = summarize(results, proxy_scores(run, results, args.search_config))
         report["budgets"].append({"fraction": frac, "max_macs": budget, "wall_s": round(time.time() - tb, 1),
                                   **rows})
         print(json.dumps(report["budgets"][-1], indent=1), flush=True)
     if args.full_reference:
         run = train_full(src, Path(args.out) / "full", args)
-        results = per_seed(run)
+        results = read_results(run)
         report["full"] = summarize(results, proxy_scores(run, results, args.search_config))["full"]
         print(json.dumps(report["full"], indent=1), flush=True)
     report["wall_s"] = round(time.time() - t0, 1)

@@ -24,6 +24,7 @@ from pruningnet.spaces import Space, get_space
 
 from .config import from_dict, to_dict
 from .data import DataSplits
+from .data.splits import fingerprints
 from .fileio import write_json, write_text
 from .meta_config import MetaTrainConfig
 
@@ -56,8 +57,6 @@ class Run:
         """The run's splits; :class:`UserError` when they are not the ones the run was created with
         (its ``split.json`` fingerprints), since a search would then score candidates on images the
         PruningNet trained on."""
-        from .data.splits import fingerprints
-
         data = self.config.data.load(self.config.seed)
         f = self.path / "split.json"
         recorded = json.loads(f.read_text()).get("fingerprints") if f.is_file() else None
@@ -95,8 +94,6 @@ def create_run(path: Path, cfg: MetaTrainConfig, space: Space, data: DataSplits)
     path.mkdir(parents=True, exist_ok=True)
     write_text(path / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     write_json(path / "space.json", {"space": space.name, "options": space.options})
-    from .data.splits import fingerprints
-
     write_json(path / "split.json", {"dataset": data.name, "seed": cfg.seed, **data.info,
                                      "fingerprints": fingerprints(data)})
     return Run(path, cfg, space)
