@@ -49,9 +49,13 @@ def step(args: list[str]) -> None:
         raise SystemExit(f"bench_vs_baseline: `metaprune {' '.join(args)}` exited {code}")
 
 
-def proxy_scores(run: Path, results: list[dict], search_config: str) -> dict[str, float]:
+def proxy_scores(run: Path, results: list[dict], search_config: str) -> dict[str, dict]:
     """Proxy top-1 of every trained network, scored as the search scores its candidates, so the
-    uniform baseline (and the full model) get one too."""
+    uniform baseline (and the full model) get one too.
+
+    The scratch-trained uniform baseline keeps its continuous width, which is mostly between the
+    space's choices, where the PruningNet never trained: its proxy is taken on the on-grid network
+    nearest it within its MACs (``grid_uniform_for_budget``), and the row says so."""
     from metaprune.config import load_config
     from metaprune.search.config import SearchConfig
     from metaprune.search.evaluate import ProxyScorer, proxy_settings
@@ -59,15 +63,23 @@ def proxy_scores(run: Path, results: list[dict], search_config: str) -> dict[str
     cfg = load_config(SearchConfig, search_config)
     r = open_run(run)
     scorer = ProxyScorer(run, proxy_settings(r, cfg, cfg.seed if cfg.seed is not None else r.config.seed))
-    return {r["name"]: scorer(tuple(r["channels"][u] for u in scorer.space.unit_names)) for r in results}
+    cm = cost_model(scorer.space)
+    out = {}
+    for row in results:
+        ch, note = row["channels"], {"proxy_on_grid": True}
+        if not cm.on_grid(ch):
+            _, ch, macs = cm.grid_uniform_for_budget(row["macs"])
+            note = {"proxy_on_grid": False, "proxy_scored_as": {"macs": macs, "channels": ch}}
+        out[row["name"]] = {"proxy_top1": scorer(tuple(ch[u] for u in scorer.space.unit_names)), **note}
+    return out
 
 
-def summarize(results: list[dict], proxies: dict[str, float]) -> dict:
+def summarize(results: list[dict], proxies: dict[str, dict]) -> dict:
     rows = {}
     for r in results:
         accs = r["test_top1_per_seed"]
         rows[r["kind"]] = {"name": r["name"], "macs": r["macs"], "params": r["params"],
-                           "proxy_top1": proxies[r["name"]], "test_top1_per_seed": accs,
+                           **proxies[r["name"]], "test_top1_per_seed": accs,
                            "mean": round(statistics.mean(accs), 4),
                            "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
                            "min": min(accs), "max": max(accs)}

@@ -41,6 +41,7 @@ class TrainConfig:
     schedule: Literal["cosine", "linear"] = "cosine"
     warmup_steps: int = 0
     grad_clip: float | None = None  # clip the gradient norm to this value if set
+    spike_factor: float = 1.5  # warn when the smoothed loss rises to this many times its running minimum
     sampling: Literal["uniform", "sandwich"] = "uniform"
     augment: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -62,6 +63,7 @@ class TrainConfig:
               "a number in [0, 1)")
         check(self.grad_clip is None or self.grad_clip > 0, prefix + "grad_clip", self.grad_clip,
               "a number > 0 or null")
+        check(self.spike_factor > 1, prefix + "spike_factor", self.spike_factor, "a number > 1")
         check(self.warmup_steps >= 0, prefix + "warmup_steps", self.warmup_steps, "an integer >= 0")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               prefix + "device", self.device, "auto, cpu, cuda or cuda:N")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pruningnet.errors import UserError
 from pruningnet.hypernet import PruningNet
 from pruningnet.spaces import Space
 
+from .divergence import DivergenceGuard
 from .fileio import atomic_write, write_json, write_text
 from .runs import PRUNINGNET_FILE, Run
 
@@ -54,8 +56,9 @@ def _lr_lambda(total: int, warmup: int, schedule: str):
     return f
 
 
-def _save_checkpoint(run: Run, net, opt, sched, step: int) -> None:
-    state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}
+def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuard) -> None:
+    state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+             "guard": guard.state_dict()}
     atomic_write(run.path / CHECKPOINT, lambda p: torch.save(state, p))
 
 
@@ -65,6 +68,18 @@ def _trim_metrics(path: Path, step: int) -> None:
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
     write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def _report_spike(metrics_f, bar, step: int, loss: float, lr: float, spike: dict, base_lr: float) -> None:
+    """A loss far above its running minimum: one warning line and a ``loss_spike`` metrics event."""
+    metrics_f.write(json.dumps({"step": step, "event": "loss_spike", "loss": round(loss, 5), **spike,
+                                "lr": lr}) + "\n")
+    metrics_f.flush()
+    bar.write(f"metaprune: warning: loss spike at step {step}: smoothed loss {spike['loss_ema']:.3f} "
+              f"is over {spike['loss_ema'] / spike['running_min']:.1f}x its running minimum "
+              f"{spike['running_min']:.3f} (lr {lr:.4g}); if it does not come back down, meta-training "
+              f"is diverging: lower train.lr (now {base_lr}) or raise train.warmup_steps",
+              file=sys.stderr)
 
 
 def meta_train(run: Run, data, progress: bool = True) -> dict:
@@ -96,6 +111,7 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16 and use_cuda)
 
     step = 0
+    guard = DivergenceGuard(factor=tc.spike_factor)
     ckpt = run.path / CHECKPOINT
     if ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=True)
@@ -103,6 +119,8 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step = state["step"]
+        if "guard" in state:
+            guard.load_state_dict(state["guard"])
         _trim_metrics(run.path / "metrics.jsonl", step)
     write_json(run.path / "status.json", {"state": "running", "step": step, "total_steps": total})
 
@@ -149,6 +167,9 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
                 sched.step()
                 step += 1
                 seen += len(y)
+                spike = guard.update(loss_sum)
+                if spike is not None:
+                    _report_spike(metrics_f, bar, step, loss_sum, sched.get_last_lr()[0], spike, tc.lr)
                 ips = seen / max(time.time() - t_start, 1e-9)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct / len(y):.3f}", img_s=f"{ips:.0f}")
@@ -161,13 +182,13 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
                     metrics_f.flush()
                     last_log = now
                 if step % tc.checkpoint_every_steps == 0 or step == total:
-                    _save_checkpoint(run, net, opt, sched, step)
+                    _save_checkpoint(run, net, opt, sched, step, guard)
     finally:
         bar.close()
         metrics_f.close()
     atomic_write(run.path / PRUNINGNET_FILE, lambda p: torch.save(net.state_dict(), p))
     status = {"state": "done", "step": step, "total_steps": total,
-              "wall_s": round(time.time() - t_start, 2), "device": str(device)}
+              "wall_s": round(time.time() - t_start, 2), "device": str(device), "loss_spikes": guard.spikes}
     write_json(run.path / "status.json", status)
     return status
 

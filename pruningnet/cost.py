@@ -136,6 +136,37 @@ class CostModel:
         return lo, ch, int(self.macs(ch)[0])
 
 
+    def grid_uniform_for_budget(self, max_macs: int) -> tuple[float, dict[str, int], int]:
+        """The on-grid network nearest the uniform one of :meth:`uniform_for_budget`.
+
+        The continuous uniform width is usually between a unit's choices, where a PruningNet never
+        trained; this is what the proxy can score fairly. Each unit takes its choice nearest the
+        uniform width (ties down), then, while the MACs are over ``max_macs``, the unit furthest
+        above its uniform width (by ratio of its max) steps one choice down. Returns ``(ratio,
+        channels, macs)`` with ``ratio`` the uniform ratio it approximates.
+        """
+        ratio, target, _ = self.uniform_for_budget(max_macs)
+        units = {u.name: u for u in self.space.units}
+        idx = {}
+        for name, u in units.items():
+            t = target[name]
+            idx[name] = min(range(len(u.choices)), key=lambda i: (abs(u.choices[i] - t), u.choices[i]))
+        ch = {n: units[n].choices[i] for n, i in idx.items()}
+        while int(self.macs(ch)[0]) > max_macs:
+            movable = [n for n in units if idx[n] > 0]
+            if not movable:
+                raise UserError(f"budget {max_macs:,} MACs is below the narrowest network of space "
+                                f"{self.space.name}")
+            n = max(movable, key=lambda n: ((ch[n] - target[n]) / units[n].max, n))
+            idx[n] -= 1
+            ch[n] = units[n].choices[idx[n]]
+        return ratio, ch, int(self.macs(ch)[0])
+
+    def on_grid(self, channels: Mapping[str, int]) -> bool:
+        """Whether every unit of ``channels`` is one of its choices (what meta-training samples)."""
+        return all(channels[u.name] in u.choices for u in self.space.units)
+
+
 _MODELS: dict[tuple, CostModel] = {}
 
 

@@ -5,6 +5,16 @@ layer's own channel ratios (``[in/max_in, out/max_out]``). It emits the full max
 is cropped to ``[:out, :in]``. BatchNorm has no affine parameters and normalises with batch
 statistics during meta-training; for a candidate, statistics are re-estimated on training batches
 (:func:`pruningnet.bn.recalibrate_bn`) after :meth:`PruningNet.generate` builds its static network.
+
+The classifier's emitted weight is **centred**: each row has zero mean over the input channels the
+vector keeps. Its inputs are pooled ReLU/ReLU6 outputs of a BN layer, so every channel carries the
+same positive mean (about 0.39); an uncentred row puts a class offset ``mean * sum(row[:in])`` on the
+logits. That direction has a curvature about ``in`` times the others (SGD at lr 0.05 with momentum
+0.9 oscillated along it: class-offset logits of 5-12 and loss 8 within 40 steps of the smoke config),
+and its value changes with the sampled input width, so it cannot be learned for all vectors at
+once. Every conv has a BN after it that removes such a mean; the classifier has none, so its weight
+is centred instead (as weight standardisation centres weights) and class offsets live in the
+shared bias. The static network simply receives the centred weight: nothing changes at export.
 """
 from __future__ import annotations
 
@@ -59,7 +69,11 @@ class PruningNet(nn.Module):
     """Generates and runs the sub-network of any channel vector of ``space``.
 
     ``forward(x, channels)`` takes the vector as an argument; nothing about it is stored on modules.
+    ``center_classifier`` (see the module docstring) is a class attribute only so that
+    ``benchmarks/bench_meta_training.py`` can measure meta-training without it.
     """
+
+    center_classifier: bool = True
 
     def __init__(self, space: Space, hidden: int = 32):
         super().__init__()
@@ -90,7 +104,8 @@ class PruningNet(nn.Module):
         gen = self.generators[self._paths[id(node)]]
         cin = resolve(node.in_ch, channels)
         if isinstance(node, Classifier):
-            return gen(self._ratios(node, channels), node.num_classes, cin).flatten(1)
+            w = gen(self._ratios(node, channels), node.num_classes, cin).flatten(1)
+            return w - w.mean(dim=1, keepdim=True) if self.center_classifier else w
         cout = resolve(node.out_ch, channels)
         return gen(self._ratios(node, channels), cout, 1 if node.depthwise else cin)
 

@@ -84,3 +84,28 @@ def test_uniform_baseline_below_smallest_is_a_user_error():
     sp = get_space("mobilenet_v1", input_size=32, num_classes=10)
     with pytest.raises(UserError, match="below the narrowest"):
         cost_model(sp).uniform_for_budget(10)
+
+
+@pytest.mark.parametrize("ratios", ["0.5:1.0:0.125", "0.1:1.0:0.03"])
+def test_grid_uniform_baseline_is_on_grid_near_uniform_and_under_budget(ratios):
+    """The proxy scores uniform baselines on the meta-training grid (issue 11): every unit is one of
+    its choices, the MACs stay under the budget and each unit stays next to the uniform width."""
+    sp = get_space("mobilenet_v2", input_size=32, small_input=True, num_classes=10, width_mult=0.5,
+                   ratios=ratios)
+    cm = cost_model(sp)
+    full = int(cm.macs(sp.max_channels())[0])
+    off_grid = 0
+    for frac in (0.3, 0.45, 0.6, 0.8, 1.0):
+        budget = int(full * frac)
+        ratio, cont, cont_macs = cm.uniform_for_budget(budget)
+        r, ch, macs = cm.grid_uniform_for_budget(budget)
+        assert r == ratio and cm.on_grid(ch) and macs == cm.macs(ch)[0] <= budget
+        off_grid += not cm.on_grid(cont)
+        for u in sp.units:
+            i = u.choices.index(ch[u.name])
+            below = max([c for c in u.choices if c <= cont[u.name]], default=u.choices[0])
+            above = min([c for c in u.choices if c >= cont[u.name]], default=u.choices[-1])
+            # at most one choice under the choice just below the uniform width, never over the one above
+            assert u.choices.index(below) - 1 <= i <= u.choices.index(above), (u.name, ch[u.name], cont[u.name])
+        assert macs >= 0.75 * cont_macs
+    assert off_grid >= 3  # the continuous uniform networks really are off the grid

@@ -84,7 +84,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cli):
     resumed = torch.load(run / "pruningnet.pt", weights_only=True)
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
-    steps_logged = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps_logged = [d["step"] for d in lines if "event" not in d]
     assert steps_logged == list(range(1, 17))
 
 
@@ -121,7 +122,62 @@ def test_missing_config_file(cli, tmp_path):
     assert code == 2 and "does not exist" in err
 
 
-def test_smoke_pruningnet_learns(smoke_run, cli):
+# Proxy top-1 (BN re-estimated on 5 batches, 500 search images) after meta-training configs/smoke.yaml.
+# Measured with benchmarks/bench_meta_training.py over seeds 0-2 x threads 1, 2 (BENCHMARKS.md,
+# "Meta-training convergence"): after the fix LEARNED_MIN_MEASURED is the lowest of 18 values (max,
+# uniform 0.75 and 0.5 vectors); before it, the same runs gave 0.24-0.54. The threshold leaves a margin
+# of MARGIN below the lowest measured value, and stays far above chance (0.10) and the untrained net.
+LEARNED_MIN_MEASURED = 0.70
+MARGIN = 0.15
+LEARNED_THRESHOLD = LEARNED_MIN_MEASURED - MARGIN
+
+
+def _train_smoke(run_dir, seed, threads):
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "metaprune.cli", "train-pruningnet", "-c", os.path.join(REPO, "configs", "smoke.yaml"),
+           "--run-dir", str(run_dir), "--quiet", "--set", f"seed={seed}", "--set", f"train.threads={threads}"]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(smoke_run, tmp_path_factory):
+    """The smoke config meta-trained for seeds 0-2 x threads 1, 2 (seed 0 / 2 threads is smoke_run).
+
+    Never more threads than the 2 cores: 1-thread runs go two at a time, 2-thread runs one at a time.
+    """
+    base = tmp_path_factory.mktemp("smoke_runs")
+    runs = {(0, 2): smoke_run}
+    for batch in ([(0, 1), (1, 1)], [(2, 1)], [(1, 2)], [(2, 2)]):
+        procs = {key: _train_smoke(base / f"s{key[0]}t{key[1]}", *key) for key in batch}
+        for key, p in procs.items():
+            _, err = p.communicate()
+            assert p.returncode == 0, err.decode()
+            runs[key] = base / f"s{key[0]}t{key[1]}"
+    return runs
+
+
+def test_smoke_meta_training_learns_for_every_seed_and_thread_count(smoke_runs):
+    """Issue 11: the smoke config converges on any CPU, seed and thread count: no loss spike, and
+    proxy top-1 well above the threshold for the max vector and uniform 0.75 / 0.5 vectors."""
+    from metaprune.evaluation import evaluate
+    from metaprune.runs import open_run
+
+    torch.set_num_threads(2)
+    scores = {}
+    for key, path in sorted(smoke_runs.items()):
+        run = open_run(path)
+        data, net, sp = run.load_data(), run.load_pruningnet(), run.space
+        for name, ch in (("max", sp.max_channels()), ("0.75", sp.uniform_channels(0.75)),
+                         ("0.5", sp.uniform_channels(0.5))):
+            scores[key + (name,)] = evaluate(net, ch, data, bn_batches=5, max_images=500)["top1"]
+        lines = [json.loads(ln) for ln in (path / "metrics.jsonl").read_text().splitlines()]
+        assert not [d for d in lines if d.get("event") == "loss_spike"], (key, lines)
+        assert json.loads((path / "status.json").read_text())["loss_spikes"] == 0
+    low = {k: v for k, v in scores.items() if v <= LEARNED_THRESHOLD}
+    assert not low, (low, scores)
+
+
+def test_smoke_pruningnet_beats_untrained_and_cli_evaluates(smoke_run, cli):
     from metaprune.evaluation import evaluate
     from metaprune.runs import open_run
 
@@ -134,12 +190,12 @@ def test_smoke_pruningnet_learns(smoke_run, cli):
     for ch in (run.space.max_channels(), run.space.uniform_channels(0.75)):
         trained = evaluate(net, ch, data, bn_batches=5, max_images=500)["top1"]
         raw = evaluate(untrained, ch, data, bn_batches=5, max_images=500)["top1"]
-        assert trained > 3 * chance, trained
-        assert trained > raw + 0.3, (trained, raw)
+        assert trained > LEARNED_THRESHOLD and trained > raw + 0.3, (trained, raw)
     code, out, err = cli("evaluate", str(smoke_run), "--uniform", "0.5", "--json")
     assert code == 0, err
     res = json.loads(out)
-    assert set(res) >= {"top1", "top5", "macs"} and res["top1"] > 3 * chance and res["top5"] >= res["top1"]
+    assert set(res) >= {"top1", "top5", "macs"} and res["top1"] > LEARNED_THRESHOLD and res["top5"] >= res["top1"]
+    assert res["top1"] > 3 * chance
     code, _, err = cli("evaluate", str(smoke_run), "--uniform", "1.5")
     assert code == 2 and "--uniform 1.5" in err
 

@@ -143,8 +143,9 @@ def pareto(run_dir, baselines, device, as_json) -> None:
         return
     click.echo(front_table(front_doc["front"]))
     if base:
-        click.echo("uniform-width baselines: " + ", ".join(
-            f"{b['ratio']:.2f}x {b['macs'] / 1e6:.2f}M MACs {100 * b['top1']:.2f}%" for b in base))
+        click.echo("uniform-width baselines (each unit at the meta-training choice nearest the uniform "
+                   "width): " + ", ".join(
+            f"~{b['ratio']:.2f}x {b['macs'] / 1e6:.2f}M MACs {100 * b['top1']:.2f}%" for b in base))
     click.echo(f"plot: {png}")
 
 

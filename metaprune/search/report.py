@@ -27,7 +27,12 @@ def front_table(front: list[dict]) -> str:
 
 
 def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
-    """Uniform-width networks at ``count`` MACs targets spread over ``macs_values``' range."""
+    """Near-uniform networks at ``count`` MACs targets spread over ``macs_values``' range.
+
+    Each is the on-grid network nearest the uniform width of its target
+    (:meth:`~pruningnet.cost.CostModel.grid_uniform_for_budget`): the PruningNet only trained on the
+    space's choices, so a continuous uniform width between them would be scored off its grid.
+    """
     if count <= 0 or not macs_values:
         return []
     cm = cost_model(space)
@@ -36,11 +41,11 @@ def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
     targets = [lo + (hi - lo) * i / max(count - 1, 1) for i in range(count)]
     out, seen = [], set()
     for t in targets:
-        ratio, channels, macs = cm.uniform_for_budget(int(t))
+        ratio, channels, macs = cm.grid_uniform_for_budget(int(t))
         key = tuple(channels[u] for u in space.unit_names)
         if key not in seen:
             seen.add(key)
-            out.append({"ratio": round(ratio, 4), "channels": channels, "macs": macs,
+            out.append({"ratio": round(ratio, 4), "on_grid": True, "channels": channels, "macs": macs,
                         "params": int(cm.params(channels)[0])})
     return out
 
