@@ -7,6 +7,7 @@ and builds the dataclass; an unknown key, a wrong type or a failed check raises 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,16 +20,22 @@ from pruningnet.errors import UserError
 T = TypeVar("T")
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, what: str = "config file") -> dict:
+    from .fileio import read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {str(p)!r} does not exist")
+    text = read_text(p, what)
     try:
-        doc = yaml.safe_load(p.read_text()) or {}
+        doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{what} {str(p)!r} is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise UserError(f"{what} {str(p)!r} is nested too deeply") from None
     if not isinstance(doc, dict):
-        raise UserError(f"config file {str(p)!r} must hold a mapping of keys")
+        raise UserError(f"{what} {str(p)!r} must hold a mapping of keys, not {type(doc).__name__}")
     return doc
 
 
@@ -98,8 +105,15 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
             raise UserError(f"config key {key}={value!r} must be an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise UserError(f"config key {key}={value!r} must be a number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"config key {key}={value!r} must be a number")
+        if not math.isfinite(value):
+            raise UserError(f"config key {key}={value!r} is not accepted; accepted: a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

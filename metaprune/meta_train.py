@@ -21,7 +21,7 @@ from pruningnet.hypernet import PruningNet
 from pruningnet.spaces import Space
 
 from .divergence import DivergenceGuard
-from .fileio import atomic_write, write_json, write_text
+from .fileio import atomic_write, load_weights, remove_stale_temps, write_json, write_text
 from .runs import PRUNINGNET_FILE, Run
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -57,6 +57,11 @@ def _lr_lambda(total: int, warmup: int, schedule: str):
 
 
 def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuard) -> None:
+    bad = [k for k, v in net.state_dict().items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TrainingDiverged(f"{len(bad)} weight tensors are not finite at step {step} (first: {bad[0]}); "
+                               f"not checkpointed, last good checkpoint kept at {run.path / CHECKPOINT}. "
+                               f"Lower train.lr (now {run.config.train.lr})")
     state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
              "guard": guard.state_dict()}
     atomic_write(run.path / CHECKPOINT, lambda p: torch.save(state, p))
@@ -66,7 +71,13 @@ def _trim_metrics(path: Path, step: int) -> None:
     """Drop metric lines logged after the checkpoint we resume from."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    keep = []
+    for ln in path.read_text(errors="replace").splitlines():
+        try:
+            if json.loads(ln)["step"] <= step:
+                keep.append(ln)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a kill mid-write: the step is replayed and logged again
     write_text(path, "".join(ln + "\n" for ln in keep))
 
 
@@ -80,6 +91,14 @@ def _report_spike(metrics_f, bar, step: int, loss: float, lr: float, spike: dict
               f"{spike['running_min']:.3f} (lr {lr:.4g}); if it does not come back down, meta-training "
               f"is diverging: lower train.lr (now {base_lr}) or raise train.warmup_steps",
               file=sys.stderr)
+
+
+def check_trainable(cfg, data) -> None:
+    """Refuse a config that cannot train on ``data`` (device, batch size) before a run is written."""
+    resolve_device(cfg.train.device)
+    if len(data.train) // cfg.train.batch_size < 1:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} is larger than the training split "
+                        f"({len(data.train)} images); accepted: at most {len(data.train)}")
 
 
 def meta_train(run: Run, data, progress: bool = True) -> dict:
@@ -111,14 +130,20 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16 and use_cuda)
 
     step = 0
+    remove_stale_temps(run.path / "checkpoints")  # a kill -9 during a checkpoint write leaves one
+    remove_stale_temps(run.path)
     guard = DivergenceGuard(factor=tc.spike_factor)
     ckpt = run.path / CHECKPOINT
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = state["step"]
+        state = load_weights(ckpt, "meta-training checkpoint", map_location=device)
+        try:
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            raise UserError(f"meta-training checkpoint {str(ckpt)!r} does not fit this run (damaged or "
+                            "from another config); delete it to restart meta-training from step 0") from None
         if "guard" in state:
             guard.load_state_dict(state["guard"])
         _trim_metrics(run.path / "metrics.jsonl", step)

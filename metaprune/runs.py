@@ -22,10 +22,10 @@ import yaml
 from pruningnet.errors import UserError
 from pruningnet.spaces import Space, get_space
 
-from .config import from_dict, to_dict
+from .config import from_dict, read_yaml, to_dict
 from .data import DataSplits
 from .data.splits import fingerprints
-from .fileio import write_json, write_text
+from .fileio import load_weights, read_json, write_json, write_text
 from .meta_config import MetaTrainConfig
 
 PRUNINGNET_FILE = "pruningnet.pt"
@@ -59,7 +59,9 @@ class Run:
         PruningNet trained on."""
         data = self.config.data.load(self.config.seed)
         f = self.path / "split.json"
-        recorded = json.loads(f.read_text()).get("fingerprints") if f.is_file() else None
+        recorded = read_json(f, "run split file").get("fingerprints") if f.is_file() else None
+        if recorded is not None and not isinstance(recorded, dict):
+            raise UserError(f"run split file {str(f)!r} is damaged (fingerprints is not a mapping)")
         if recorded:
             now = fingerprints(data)
             changed = [k for k, v in recorded.items() if v is not None and now.get(k) != v]
@@ -83,9 +85,13 @@ class Run:
         if not f.is_file():
             raise UserError(f"run {str(self.path)!r} has no trained PruningNet; run "
                             f"`metaprune train-pruningnet --resume {self.path}` to finish it")
-        blob = torch.load(f, map_location=device, weights_only=True)
+        blob = load_weights(f, "PruningNet weights", map_location=device)
         net = PruningNet(self.space, hidden=self.config.model.hidden)
-        net.load_state_dict(blob)
+        try:
+            net.load_state_dict(blob)
+        except (RuntimeError, TypeError, AttributeError):
+            raise UserError(f"PruningNet weights {str(f)!r} do not fit the run's space and config "
+                            "(another run's file?); meta-train this run again") from None
         return net.to(device).eval()
 
 
@@ -105,6 +111,8 @@ def open_run(path: str | Path) -> Run:
     if not (p / "config.yaml").is_file() or not (p / "space.json").is_file():
         raise UserError(f"{str(p)!r} is not a metaprune run (no config.yaml and space.json); "
                         "create one with `metaprune train-pruningnet -c CONFIG --run-dir DIR`")
-    cfg = from_dict(MetaTrainConfig, yaml.safe_load((p / "config.yaml").read_text()) or {})
-    sp = json.loads((p / "space.json").read_text())
+    cfg = from_dict(MetaTrainConfig, read_yaml(p / "config.yaml", "run config"))
+    sp = read_json(p / "space.json", "run space file", keys=("space", "options"))
+    if not isinstance(sp["space"], str) or not isinstance(sp["options"], dict):
+        raise UserError(f"run space file {str(p / 'space.json')!r} is not {{\"space\": NAME, \"options\": {{...}}}}")
     return Run(p, cfg, get_space(sp["space"], **sp["options"]))

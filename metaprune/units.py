@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from pruningnet.errors import UserError
 
+import math
+
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+MAX_COUNT = 10**15  # far above any network; keeps int64 cost arithmetic exact
 
 
 def parse_count(text: str | int, what: str = "value") -> int:
@@ -14,12 +17,17 @@ def parse_count(text: str | int, what: str = "value") -> int:
         s = str(text).strip().upper().replace("_", "").replace(",", "")
         suffix = s[-1] if s and s[-1] in _SUFFIX else ""
         try:
-            value = int(round(float(s[: len(s) - len(suffix)]) * _SUFFIX[suffix]))
+            number = float(s[: len(s) - len(suffix)]) * _SUFFIX[suffix]
         except ValueError:
             raise UserError(f"{what}={text!r} is not a count; accepted: an integer or a number with "
-                            "K, M or G (e.g. 150M, 1.2G)") from None
+                            "K, M, G or T (e.g. 150M, 1.2G)") from None
+        if not math.isfinite(number) or abs(number) > MAX_COUNT:
+            raise UserError(f"{what}={text!r} is not accepted; accepted: a finite count up to 1000T")
+        value = int(round(number))
     if value <= 0:
         raise UserError(f"{what}={text!r} must be positive")
+    if value > MAX_COUNT:
+        raise UserError(f"{what}={text!r} is not accepted; accepted: a finite count up to 1000T")
     return value
 
 

@@ -63,7 +63,11 @@ def test_search_writes_candidates_logbook_and_front(searched, budget):
     for c in front:  # no candidate beats a front member on both top-1 and MACs
         assert not any(o["top1"] >= c["top1"] and o["macs"] <= c["macs"]
                        and (o["top1"], o["macs"]) != (c["top1"], c["macs"]) for o in cands)
-    assert not (searched / "search" / "search.lock").exists()
+    lock = searched / "search" / "search.lock"  # released: the file stays (flock), empty
+    assert lock.read_text() == ""
+    import fcntl
+    with open(lock) as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_kill_minus_9_then_resume_ends_on_the_same_front(searched, smoke_run, budget, tmp_path, cli):

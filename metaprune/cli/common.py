@@ -32,3 +32,14 @@ options_option = click.option("-o", "--option", "options", multiple=True, metava
                               help="Space option, e.g. -o input_size=32 -o small_input=true "
                                    "-o num_classes=10 -o width_mult=1.0 -o round_to=8.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def check_device(ctx, param, value):
+    """Click callback: ``cuda`` without a CUDA device is a usage error, not a RuntimeError later."""
+    if value is not None and str(value).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.BadParameter(f"{value!r}: no CUDA device is available here; accepted: auto, cpu",
+                                     ctx=ctx, param=param)
+    return value

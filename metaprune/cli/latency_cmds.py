@@ -18,7 +18,7 @@ from ..latency.shapes import grid_shapes
 from ..latency.table import DEFAULT_GRID_STEP
 from ..latency.timing import TimingConfig, check_clock
 from ..specfile import load_spec
-from .common import echo_json, json_option, options_option, parse_key_values
+from .common import check_device, echo_json, json_option, options_option, parse_key_values
 from .main import cli
 
 
@@ -56,7 +56,7 @@ def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -
 @latency.command("build")
 @click.argument("target", metavar="RUN|SPACE")
 @options_option
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, callback=check_device, help="cpu or cuda.")
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads while timing [default: torch's].")
 @click.option("--grid-step", type=int, default=DEFAULT_GRID_STEP, show_default=True,
@@ -109,7 +109,7 @@ def latency_build(target: str, options: tuple[str, ...], device: str, batch_size
 @click.argument("spec_file", metavar="SPEC")
 @click.option("--table", "table_file", type=click.Path(dir_okay=False),
               help="Latency table [default: an in-memory table measured now for this spec only].")
-@click.option("--device", default="cpu", show_default=True, help="Without --table: cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, callback=check_device, help="Without --table: cpu or cuda.")
 @click.option("--threads", type=int, default=None, help="Without --table: torch threads.")
 @click.option("--clock", default="wall", show_default=True, help="Without --table: wall or cpu.")
 @json_option

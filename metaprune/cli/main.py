@@ -50,8 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"metaprune: error: {e}", err=True)
         return 2
     except click.exceptions.Abort:
-        click.echo("metaprune: aborted", err=True)
+        click.echo("metaprune: aborted; meta-training, search and scratch training continue from their "
+                   "last checkpoint with --resume", err=True)
         return 130
+    except OSError as e:  # unwritable -o path, read-only run directory, full disk, ...
+        where = f" {str(e.filename)!r}" if e.filename else ""
+        click.echo(f"metaprune: error: cannot use{where}: {e.strerror or e}; nothing was changed there", err=True)
+        return 2
+    except RecursionError:
+        click.echo("metaprune: error: an input file is nested too deeply; accepted: metaprune's own "
+                   "flat JSON/YAML documents", err=True)
+        return 2
     except click.exceptions.Exit as e:
         return e.exit_code
     return 0

@@ -26,7 +26,7 @@ from .main import cli
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet) -> None:
     """Meta-train a PruningNet: every batch trains a freshly sampled channel vector."""
-    from ..meta_train import meta_train
+    from ..meta_train import check_trainable, meta_train
 
     if resume_dir:
         if config_path or sets or run_dir:
@@ -45,6 +45,7 @@ def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet) ->
                             "to continue it or choose another --run-dir")
         data = cfg.data.load(cfg.seed)
         space = resolve_space(cfg, data)
+        check_trainable(cfg, data)  # everything that can be refused is refused before a file is written
         run = create_run(path, cfg, space, data)
     click.echo(f"run: {run.path}  space: {run.space.name}  data: {data.name} {data.info}", err=True)
     status = meta_train(run, data, progress=not quiet)
@@ -56,8 +57,8 @@ def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet) ->
 @click.argument("run_dir", metavar="RUN")
 @click.argument("spec_file", metavar="SPEC", required=False)
 @click.option("--uniform", type=float, help="Score the uniform-width vector at this ratio of the max (0, 1].")
-@click.option("--bn-batches", type=int, help="Training batches for BN re-estimation [default: from the run].")
-@click.option("--max-images", type=int, help="Score on at most this many search-split images.")
+@click.option("--bn-batches", type=click.IntRange(min=1), help="Training batches for BN re-estimation [default: from the run].")
+@click.option("--max-images", type=click.IntRange(min=1), help="Score on at most this many search-split images.")
 @json_option
 def evaluate(run_dir, spec_file, uniform, bn_batches, max_images, as_json) -> None:
     """Proxy accuracy (search split, PruningNet weights, BN re-estimated) of SPEC or a uniform vector."""
@@ -69,7 +70,7 @@ def evaluate(run_dir, spec_file, uniform, bn_batches, max_images, as_json) -> No
         raise UserError("give exactly one of SPEC or --uniform RATIO")
     run = open_run(run_dir)
     if uniform is not None:
-        if not 0 < uniform <= 1:
+        if not 0 < uniform <= 1:  # also refuses nan
             raise UserError(f"--uniform {uniform} is not accepted; accepted: a ratio in (0, 1]")
         channels = run.space.uniform_channels(uniform)
     else:

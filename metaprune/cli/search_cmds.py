@@ -9,7 +9,7 @@ import click
 from pruningnet.errors import UserError
 
 from ..units import parse_count
-from .common import echo_json, json_option, parse_key_values
+from .common import check_device, echo_json, json_option, parse_key_values
 from .main import cli
 
 _BUDGET_HELP = ("Budgets: --max-macs (alias --flops: the pruning papers' \"FLOPs\" are MACs, "
@@ -71,7 +71,7 @@ def _scorer_factory(run_path: Path, device: str):
 @click.option("--overwrite", is_flag=True, help="Replace the run's existing search.")
 @click.option("--workers", type=int, help="Evaluate on this many Ray actors (local Ray unless --address).")
 @click.option("--address", metavar="HOST:PORT", help="Evaluate on the Ray cluster at this address.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, callback=check_device,
               help="Where candidates are scored.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_option
@@ -120,7 +120,7 @@ def search(run_dir, max_macs, max_params, max_latency_ms, strategy, config_path,
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--baselines", type=click.IntRange(0, 50), default=5, show_default=True,
               help="Uniform-width networks to score and draw for comparison (0: none).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True, callback=check_device,
               help="Where baselines are scored.")
 @json_option
 def pareto(run_dir, baselines, device, as_json) -> None:
@@ -160,7 +160,7 @@ def pareto(run_dir, baselines, device, as_json) -> None:
 @click.option("--with-weights", is_flag=True,
               help="Give the model the PruningNet's generated weights (BN re-estimated) instead of a "
                    "random init.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True, callback=check_device,
               help="Where weights are generated.")
 @json_option
 def export(run_dir, candidate_id, max_macs, max_params, max_latency_ms, output, fmt, with_weights, device,

@@ -2,6 +2,9 @@
 actors) and write the search's files after every generation."""
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +58,7 @@ def _remote_only(channels: tuple) -> float:
 
 def _resolve(run, cfg: SearchConfig | None, budgets: Mapping[str, float], resume: bool,
              overwrite: bool) -> tuple[SearchConfig, dict, dict | None]:
-    saved = read_state(run.path)
+    saved = read_state(run.path) if resume else None
     if resume:
         if saved is None:
             raise UserError(f"run {str(run.path)!r} has no search to resume; start one without --resume")
@@ -70,12 +73,55 @@ def _resolve(run, cfg: SearchConfig | None, budgets: Mapping[str, float], resume
 
 
 def _refuse_existing(run_path: Path, overwrite: bool) -> None:
+    if overwrite:
+        return
     saved = read_state(run_path)
-    if saved is not None and not overwrite:
+    if saved is not None:
         n = len(saved["evolution"]["candidates"])
         state = "a finished" if saved["evolution"]["finished"] else "an unfinished"
         raise UserError(f"run {str(run_path)!r} already holds {state} search ({n} candidates); pass "
                         "--resume to continue it or --overwrite to start a new one")
+
+
+class _Replaced:
+    def __init__(self, aside: Path | None):
+        self.aside = aside
+
+    def commit(self) -> None:
+        if self.aside is not None and self.aside.exists():
+            shutil.rmtree(self.aside)
+        self.aside = None
+
+
+@contextlib.contextmanager
+def _replacing(d: Path, active: bool):
+    """Move an earlier search's files aside while a new one starts; they come back if the new
+    search stops (Ctrl-C, a PruningNet that fails to load, a crash) before its first generation is
+    written, and are deleted once it has one. ``--overwrite`` never leaves ``RUN/search/`` empty."""
+    files = [f for f in (*d.glob("*.json"), d / "pareto.png") if f.is_file()] if active else []
+    aside = d / ".replaced"
+    if aside.exists():  # an earlier --overwrite was killed -9 before its first generation
+        if not any(d.glob("*.json")):
+            for f in aside.iterdir():
+                os.replace(f, d / f.name)
+            files = [f for f in (*d.glob("*.json"), d / "pareto.png") if f.is_file()] if active else []
+        shutil.rmtree(aside, ignore_errors=True)
+    if files:
+        aside.mkdir()
+        for f in files:
+            os.replace(f, aside / f.name)
+    replaced = _Replaced(aside if files else None)
+    try:
+        yield replaced
+    except BaseException:
+        if replaced.aside is not None:
+            for f in d.glob("*.json"):
+                f.unlink()
+            for f in replaced.aside.iterdir():
+                os.replace(f, d / f.name)
+            replaced.aside.rmdir()
+        raise
+    replaced.commit()
 
 
 def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[str, float], *,
@@ -110,11 +156,7 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
     meta = {"run": str(run.path), "space": space.name, "strategy": cfg.strategy, "budgets": budgets,
             "seed": seed, "config": to_dict(cfg), "proxy": proxy.to_dict()}
 
-    with search_lock(run.path):
-        if saved is None:
-            for f in search_dir(run.path).glob("*.json"):
-                f.unlink()
-            (search_dir(run.path) / "pareto.png").unlink(missing_ok=True)
+    with search_lock(run.path), _replacing(search_dir(run.path), active=saved is None) as replaced:
         ray_map = None
         if workers is not None or address is not None:
             from .ray_map import RayActorMap
@@ -129,6 +171,7 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
 
         def on_generation(state: dict) -> None:
             write_generation(run.path, state, meta, space.unit_names)
+            replaced.commit()  # the new search has a generation on disk: the old one can go
             if progress is not None:
                 log = state["logbook"][-1]
                 progress(f"generation {log['gen'] + 1}/{settings.generations}: {log['evals']} new, "

@@ -3,7 +3,7 @@
 Files: ``state.json`` (what ``--resume`` continues from), ``candidates.json`` (every evaluated
 vector), ``logbook.json``, ``front.json`` (``{"front": [{"id", "channels", "macs", "params",
 ["latency_ms"], "top1"}]}``), ``pareto.png`` and ``baselines.json`` (from ``metaprune pareto``),
-and ``search.lock`` (the pid of the search running now).
+and ``search.lock`` (flocked by the search running now, which it names).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from evolution.search import pareto_front
 
 from pruningnet.errors import UserError
 
-from ..fileio import write_json
+from ..fileio import read_json, write_json
 
 STATE_FILE = "state.json"
 LOCK_FILE = "search.lock"
@@ -28,51 +28,41 @@ def search_dir(run_path: Path) -> Path:
     return Path(run_path) / "search"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def search_lock(run_path: Path) -> Iterator[Path]:
-    """Hold ``RUN/search/search.lock`` while a search runs.
+    """Hold an exclusive ``fcntl.flock`` on ``RUN/search/search.lock`` while a search runs.
 
-    A lock held by a live process on this host refuses with :class:`UserError`; the lock of a dead
-    process (a search killed with ``kill -9``) is taken over.
+    The kernel releases the lock when its holder exits, however it dies (``kill -9`` included), so
+    there is no stale lock to guess about; the file itself is never deleted (deleting a lock file
+    lets two processes lock two different files). While held it names the holder's pid and host.
+    A second search on the run is refused with :class:`UserError`. Needs a filesystem with working
+    ``flock`` (local disks do; some network filesystems do not).
     """
+    import fcntl
+
     d = search_dir(run_path)
     d.mkdir(parents=True, exist_ok=True)
     lock = d / LOCK_FILE
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text())
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            pid, host = holder.get("pid"), holder.get("host")
-            if isinstance(pid, int) and (host != me["host"] or _pid_alive(pid)):
-                raise UserError(f"another search (pid {pid} on {host}) is running on run "
-                                f"{str(run_path)!r}; wait for it to finish, or stop it and pass "
-                                f"--resume") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
-    else:
-        raise UserError(f"could not take the search lock {str(lock)!r}; remove it if no search runs")
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        yield lock
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            except (ValueError, UnicodeDecodeError):
+                holder = {}
+            who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
+            raise UserError(f"another search ({who}) is running on run {str(run_path)!r}; wait for it "
+                            "to finish, or stop it and pass --resume") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        try:
+            yield lock
+        finally:
+            os.ftruncate(fd, 0)  # released: the file stays, empty
     finally:
-        lock.unlink(missing_ok=True)
+        os.close(fd)  # releases the flock
 
 
 def read_state(run_path: Path) -> dict | None:
@@ -81,10 +71,15 @@ def read_state(run_path: Path) -> dict | None:
     if not f.is_file():
         return None
     try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"search state {str(f)!r} is not valid JSON ({e.msg}); start anew with "
-                        "--overwrite") from None
+        doc = read_json(f, "search state", keys=("search", "evolution"))
+        ok = isinstance(doc["search"], dict) and isinstance(doc["evolution"], dict) and \
+            isinstance(doc["evolution"].get("candidates"), list)
+    except UserError as e:
+        raise UserError(f"{e}; start a new search with --overwrite") from None
+    if not ok:
+        raise UserError(f"search state {str(f)!r} is damaged (not a metaprune search state); start a new "
+                        "search with --overwrite")
+    return doc
 
 
 def candidate_record(c: dict, unit_names: Sequence[str]) -> dict:
@@ -117,11 +112,17 @@ def read_candidates(run_path: Path) -> dict:
     f = search_dir(run_path) / "candidates.json"
     if not f.is_file():
         raise UserError(f"run {str(run_path)!r} has no search yet; run `metaprune search {run_path}` first")
-    return json.loads(f.read_text())
+    doc = read_json(f, "search candidates file", keys=("candidates",))
+    if not isinstance(doc["candidates"], list):
+        raise UserError(f"search candidates file {str(f)!r} is damaged; rerun the search with --overwrite")
+    return doc
 
 
 def read_front(run_path: Path) -> dict:
     f = search_dir(run_path) / "front.json"
     if not f.is_file():
         raise UserError(f"run {str(run_path)!r} has no search yet; run `metaprune search {run_path}` first")
-    return json.loads(f.read_text())
+    doc = read_json(f, "search front file", keys=("front", "strategy", "budgets", "objectives"))
+    if not isinstance(doc["front"], list):
+        raise UserError(f"search front file {str(f)!r} is damaged; rerun the search with --overwrite")
+    return doc

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from ray import tune
 
+from ..fileio import load_weights
 from .loop import ScratchData, fit
 
 STATE_FILE = "state.pt"
@@ -27,7 +28,7 @@ def scratch_trainable(config: dict, data: ScratchData) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            state = load_weights(Path(d) / STATE_FILE, "trial checkpoint")
 
     crash_at = trial.get("crash_at_epoch")
     log_dir = Path(trial.get("log_dir") or tune.get_context().get_trial_dir())

@@ -6,11 +6,15 @@ A backbone is one module that calls :func:`register_space` with its default opti
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import UserError
 from .ir import Block, Conv, MaxPool, Node, Space, Unit, conv_out_size, iter_convs, round_channels
+
+MAX_RATIOS = 1000  # choices per unit; MetaPruning uses 31
+MAX_INPUT_SIZE = 8192  # pixels per side; keeps MACs of any space far inside int64
 
 #: MetaPruning's 31 ratios 0.10, 0.13, ..., 1.00 of the max width.
 METAPRUNING_RATIOS: tuple[float, ...] = tuple(round(0.10 + 0.03 * i, 2) for i in range(31))
@@ -80,23 +84,30 @@ def parse_ratios(value: Any) -> tuple[float, ...]:
         except ValueError:
             raise UserError(f"option ratios={value!r} is not a list or start:stop:step; "
                             "accepted e.g. 0.1:1.0:0.03 or [0.5, 0.75, 1.0]") from None
+        if not all(math.isfinite(v) for v in (start, stop, step)) or not 0 < start <= stop <= 1:
+            raise UserError(f"option ratios={value!r} is not accepted; accepted: start:stop:step with "
+                            "0 < start <= stop <= 1 and step > 0, e.g. 0.1:1.0:0.03")
         if step <= 0:
             raise UserError(f"option ratios={value!r}: step must be > 0")
         n = int(round((stop - start) / step)) + 1
+        if n > MAX_RATIOS:
+            raise UserError(f"option ratios={value!r} gives {n:,} ratios; accepted: at most {MAX_RATIOS}")
         value = [round(start + i * step, 6) for i in range(n)]
+    if isinstance(value, (list, tuple)) and len(value) > MAX_RATIOS:
+        raise UserError(f"option ratios has {len(value):,} values; accepted: at most {MAX_RATIOS}")
     if not isinstance(value, (list, tuple)) or not value:
         raise UserError(f"option ratios={value!r} must be a non-empty list of numbers in (0, 1]")
     out = []
     for r in value:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:  # nan fails too
             raise UserError(f"option ratios has {r!r}; accepted: numbers in (0, 1]")
         out.append(float(r))
     return tuple(sorted(set(out)))
 
 
-def _check_int(key: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise UserError(f"option {key}={value!r} must be an integer >= {lo}")
+def _check_int(key: str, value: Any, lo: int, hi: int = 2**20) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise UserError(f"option {key}={value!r} must be an integer in [{lo}, {hi:,}]")
     return value
 
 
@@ -109,7 +120,7 @@ def resolve_options(name: str, options: dict | None = None) -> dict:
             raise UserError(f"unknown option {key!r} for space {name}; accepted: "
                             f"{', '.join(sorted(opts))}")
         opts[key] = value
-    opts["input_size"] = _check_int("input_size", opts["input_size"], 8)
+    opts["input_size"] = _check_int("input_size", opts["input_size"], 8, MAX_INPUT_SIZE)
     opts["in_channels"] = _check_int("in_channels", opts["in_channels"], 1)
     opts["num_classes"] = _check_int("num_classes", opts["num_classes"], 1)
     opts["round_to"] = _check_int("round_to", opts["round_to"], 1)
