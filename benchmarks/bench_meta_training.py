@@ -84,7 +84,9 @@ def main() -> None:
                 env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
                 out = subprocess.run([sys.executable, __file__, "--config", args.config, "--out", args.out,
                                       "--one", str(d), str(seed), str(threads), lr, "1" if center else "0"],
-                                     env=env, capture_output=True, text=True, check=True)
+                                     env=env, capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise SystemExit(f"{d}: exited {out.returncode}\n{out.stderr[-3000:]}")
                 row = {"arm": arm, **json.loads(out.stdout.strip().splitlines()[-1])}
                 rows.append(row)
                 print(f"{arm:>14} seed {seed} threads {threads}: max loss {row['max_loss']:.2f}, final "
