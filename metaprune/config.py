@@ -20,6 +20,31 @@ from pruningnet.errors import UserError
 T = TypeVar("T")
 
 
+#: The configs shipped inside the package (the repository's configs/ links here).
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs(kind: str = "") -> list[str]:
+    """Names of the shipped configs of ``kind`` ("" meta-training, "search", "train")."""
+    d = CONFIG_ROOT / kind
+    return sorted(f.stem for f in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def config_path(name_or_path: str | Path, kind: str = "", what: str = "config") -> Path:
+    """A config by path, or by the name of a shipped one (``-c smoke`` as well as ``-c smoke.yaml``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    named = CONFIG_ROOT / kind / f"{Path(str(name_or_path)).stem}.yaml"
+    if str(name_or_path) and "/" not in str(name_or_path) and named.is_file():
+        return named
+    if p.is_dir():
+        raise UserError(f"{what} {str(p)!r} is a directory; accepted: a YAML file or one of "
+                        f"{', '.join(shipped_configs(kind))}")
+    raise UserError(f"{what} {str(name_or_path)!r} does not exist; accepted: a YAML file or one of "
+                    f"{', '.join(shipped_configs(kind))}")
+
+
 def read_yaml(path: str | Path, what: str = "config file") -> dict:
     from .fileio import read_text
 

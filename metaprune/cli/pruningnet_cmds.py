@@ -8,6 +8,7 @@ import click
 
 from pruningnet.errors import UserError
 
+from ..config import config_path as resolve_config
 from ..config import load_config
 from ..meta_config import MetaTrainConfig
 from ..runs import create_run, open_run, resolve_space
@@ -18,7 +19,9 @@ from .main import cli
 
 @cli.command("train-pruningnet")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config (see configs/). Without one, the built-in defaults are used.")
+              help="Meta-training config: a YAML file or a shipped name (smoke, quickstart, "
+                   "cifar10_mobilenet_v2, imagenet_mobilenet_v2, imagenet_resnet50). Without one, the "
+                   "built-in defaults are used.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Run directory [default: runs/NAME-TIME].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set train.epochs=2.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this directory.")
@@ -37,8 +40,9 @@ def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet) ->
         overrides = parse_key_values(sets, "--set")
         if download:
             overrides["data.download"] = True
-        cfg = load_config(MetaTrainConfig, config_path, overrides)
-        name = Path(config_path).stem if config_path else "pruningnet"
+        path_ = resolve_config(config_path, "", "config file") if config_path else None
+        cfg = load_config(MetaTrainConfig, path_, overrides)
+        name = path_.stem if path_ else "pruningnet"
         path = Path(run_dir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if (path / "config.yaml").exists():
             raise UserError(f"run directory {str(path)!r} already holds a run; pass --resume {path} "

@@ -10,7 +10,8 @@ from pruningnet.errors import UserError
 
 from .main import cli
 
-REPO = Path(__file__).resolve().parents[2]
+from ..config import CONFIG_ROOT
+
 # --smoke checks an install in under 2 minutes: one meta-training epoch, a 16-candidate search on
 # 100 images; the shipped smoke configs stay as the tests and users know them
 SMOKE_META_TRAIN = ["--set", "train.epochs=1"]
@@ -41,7 +42,7 @@ def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None
 
     name = "smoke" if smoke else "quickstart"
     run = Path(run_dir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    cfg = REPO / "configs" / f"{name}.yaml"
+    cfg = CONFIG_ROOT / f"{name}.yaml"
     if (run / "pruningnet.pt").is_file():
         click.echo(f"reusing the trained PruningNet in {run}", err=True)
     elif (run / "config.yaml").is_file():
@@ -49,7 +50,7 @@ def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None
     else:
         _step("meta-train", ["train-pruningnet", "-c", str(cfg), "--run-dir", str(run), "--quiet",
                              *(SMOKE_META_TRAIN if smoke else [])])
-    search_cfg = REPO / "configs" / "search" / f"{name}.yaml"
+    search_cfg = CONFIG_ROOT / "search" / f"{name}.yaml"
     if (run / "search" / "front.json").is_file() and (run / "search" / "state.json").is_file():
         _step("search (resume)", ["search", str(run), "--resume", "--quiet"])
     else:

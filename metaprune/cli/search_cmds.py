@@ -61,7 +61,8 @@ def _scorer_factory(run_path: Path, device: str):
                    "NSGA-II over (proxy error, MACs) giving the front for every budget at once "
                    "[default: from the config].")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-              help="Search config YAML, e.g. configs/search/smoke.yaml [default: MetaPruning's search].")
+              help="Search config: a YAML file or a shipped name (smoke, quickstart, pareto, metapruning) "
+                   "[default: MetaPruning's search].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set generations=5 --set eval.max_images=500.")
 @click.option("--objectives", metavar="KEYS",
@@ -78,6 +79,7 @@ def _scorer_factory(run_path: Path, device: str):
 def search(run_dir, max_macs, max_params, max_latency_ms, strategy, config_path, sets, objectives,
            resume, overwrite, workers, address, device, quiet, as_json) -> None:
     """Search RUN's PruningNet for channel vectors under budgets; writes RUN/search/."""
+    from ..config import config_path as resolve_config
     from ..config import load_config
     from ..search.config import SearchConfig
     from ..search.runner import search_run
@@ -95,7 +97,8 @@ def search(run_dir, max_macs, max_params, max_latency_ms, strategy, config_path,
             overrides["strategy"] = strategy
         if objectives:
             overrides["objectives"] = [k.strip() for k in objectives.split(",") if k.strip()]
-        cfg = load_config(SearchConfig, config_path, overrides)
+        cfg = load_config(SearchConfig, resolve_config(config_path, "search", "search config")
+                          if config_path else None, overrides)
     progress = None if (quiet or as_json) else (lambda line: click.echo(line, err=True))
     out = search_run(Path(run_dir), cfg, budgets, resume=resume, overwrite=overwrite, workers=workers,
                      address=address, device=device, progress=progress)

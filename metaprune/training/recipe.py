@@ -9,11 +9,11 @@ from typing import Any, Literal, Mapping
 
 from pruningnet.errors import UserError
 
-from ..config import check, load_config, read_yaml
+from ..config import CONFIG_ROOT, check, config_path, load_config, read_yaml
 from ..data import DataConfig
 
 BUDGETS = ("scratch-e", "scratch-b")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
+CONFIG_DIR = CONFIG_ROOT / "train"
 
 
 @dataclass(frozen=True)
@@ -79,15 +79,7 @@ class TrainConfig:
 
 def recipe_path(name_or_path: str) -> Path:
     """A recipe file: an existing path, or a name under ``configs/train/`` (``smoke``, ``cifar10``)."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    named = CONFIG_DIR / f"{name_or_path}.yaml"
-    if named.is_file():
-        return named
-    known = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-    raise UserError(f"recipe {name_or_path!r} is neither a file nor a known recipe; accepted: a YAML "
-                    f"path or one of {', '.join(known) or '(none installed)'}")
+    return config_path(name_or_path, "train", "recipe")
 
 
 def load_train_config(recipe: str | None, overrides: Mapping[str, Any] | None = None,
