@@ -11,8 +11,11 @@ from typing import Any, Callable
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the file the user asked for, not a temporary one
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -22,6 +25,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -101,8 +107,8 @@ def load_weights(path: str | os.PathLike, what: str, map_location: Any = "cpu") 
     """``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary pickles.
 
     A truncated, foreign or malicious file raises one :class:`UserError` line. Torch's own message
-    for a refused pickle suggests ``weights_only=False``, which would run the file's code: that
-    advice is never shown.
+    for a refused pickle suggests turning weights-only loading off, which would run the file's
+    code: that advice is never shown.
     """
     import torch
 

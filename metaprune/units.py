@@ -18,6 +18,8 @@ def parse_count(text: str | int, what: str = "value") -> int:
         suffix = s[-1] if s and s[-1] in _SUFFIX else ""
         try:
             number = float(s[: len(s) - len(suffix)]) * _SUFFIX[suffix]
+            if math.isnan(number):
+                raise ValueError(s)
         except ValueError:
             raise UserError(f"{what}={text!r} is not a count; accepted: an integer or a number with "
                             "K, M, G or T (e.g. 150M, 1.2G)") from None

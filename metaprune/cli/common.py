@@ -18,9 +18,12 @@ def parse_key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
             raise UserError(f"{flag} {pair!r} is not key=value")
         key, value = pair.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(value) if value != "" else ""
+            parsed = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError:
-            out[key.strip()] = value
+            parsed = value
+        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) and ":" in value:
+            parsed = value  # YAML 1.1 reads 0:1:0.1 as a base-60 number; it is a start:stop:step
+        out[key.strip()] = parsed
     return out
 
 

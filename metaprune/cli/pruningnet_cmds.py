@@ -80,8 +80,11 @@ def evaluate(run_dir, spec_file, uniform, bn_batches, max_images, as_json) -> No
     else:
         spec = load_spec(spec_file)
         if spec.space.name != run.space.name or spec.space.options != run.space.options:
-            raise UserError(f"spec {spec_file!r} is for space {spec.space.name} with other options than "
-                            f"run {run_dir!r} ({run.space.name}); export specs from this run")
+            diff = [k for k in sorted(set(spec.space.options) | set(run.space.options))
+                    if spec.space.options.get(k) != run.space.options.get(k)]
+            what = f"space {spec.space.name}, not {run.space.name}" if spec.space.name != run.space.name else \
+                ", ".join(f"{k}={spec.space.options.get(k)!r} (run: {run.space.options.get(k)!r})" for k in diff[:3])
+            raise UserError(f"spec {spec_file!r} does not fit run {run_dir!r}: {what}; export specs from this run")
         channels = spec.channels
     net = run.load_pruningnet()
     ec = run.config.eval

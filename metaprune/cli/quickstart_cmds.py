@@ -38,6 +38,9 @@ def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None
     embedded MNIST digits: small-input MobileNetV2. Budgets are MACs (the papers' FLOPs)."""
     from pruningnet.cost import cost_model
 
+    if not 0.05 <= budget_fraction <= 1.0:  # FloatRange lets nan through
+        raise UserError(f"--budget-fraction {budget_fraction} is not accepted; accepted: a number in [0.05, 1]")
+
     from ..runs import open_run
 
     name = "smoke" if smoke else "quickstart"

@@ -119,6 +119,8 @@ def report(run_dir: str, as_json: bool) -> None:
     from ..training.results import read_results, results_path
 
     run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"run directory {str(run)!r} does not exist; accepted: a metaprune run directory")
     rows = read_results(run)
     if not rows:
         raise UserError(f"run {str(run)!r} has no scratch-training results ({str(results_path(run))!r}); "

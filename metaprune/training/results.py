@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import write_json
+from pruningnet.errors import UserError
+
+from ..fileio import read_json, write_json
 
 FORMAT = "metaprune.train-results/1"
 
@@ -54,7 +56,10 @@ def read_results(run_dir: str | Path) -> list[dict]:
     p = results_path(run_dir)
     if not p.is_file():
         return []
-    return json.loads(p.read_text()).get("results", [])
+    doc = read_json(p, "scratch-training results", keys=("results",))
+    if not isinstance(doc["results"], list):
+        raise UserError(f"scratch-training results {str(p)!r} are damaged; rerun `metaprune train`")
+    return doc["results"]
 
 
 def write_results(run_dir: str | Path, rows: list[dict]) -> Path:
