@@ -208,6 +208,10 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
                     last_log = now
                 if step % tc.checkpoint_every_steps == 0 or step == total:
                     _save_checkpoint(run, net, opt, sched, step, guard)
+    except KeyboardInterrupt:
+        write_json(run.path / "status.json", {"state": "interrupted", "step": step, "total_steps": total,
+                                              "resume": f"metaprune train-pruningnet --resume {run.path}"})
+        raise
     finally:
         bar.close()
         metrics_f.close()

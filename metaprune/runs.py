@@ -72,6 +72,19 @@ class Run:
                                 "PruningNet may have trained on. Meta-train a new run on the current data")
         return data
 
+    def pruningnet_fingerprint(self) -> str | None:
+        """SHA-256 (16 hex digits) of ``pruningnet.pt``: scores of two PruningNets never mix."""
+        import hashlib
+
+        f = self.path / PRUNINGNET_FILE
+        if not f.is_file():
+            return None
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()[:16]
+
     def has_pruningnet(self) -> bool:
         return (self.path / PRUNINGNET_FILE).is_file()
 

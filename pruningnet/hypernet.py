@@ -91,7 +91,10 @@ class PruningNet(nn.Module):
                 fan = node.kernel * node.kernel * (1 if node.depthwise else mx_out)
                 std = math.sqrt(2.0 / fan)  # torchvision's kaiming fan_out init of the emitted weight
                 self.generators[_key(path)] = WeightGenerator(mx_out, in_per_group, node.kernel, hidden, std)
-        self._paths = {id(node): _key(path) for path, node in static_paths(space.nodes)}
+        # keyed by the node itself (frozen dataclasses, named): survives deepcopy and pickling
+        paths = list(static_paths(space.nodes))
+        self._paths = {node: _key(path) for path, node in paths}
+        assert len(self._paths) == len(paths), "two layers of the space are equal nodes"
 
     # --- weights -----------------------------------------------------------------------------
     def _ratios(self, node: Conv | Classifier, channels: Mapping[str, int]) -> torch.Tensor:
@@ -101,7 +104,7 @@ class PruningNet(nn.Module):
 
     def layer_weight(self, node: Conv | Classifier, channels: Mapping[str, int]) -> torch.Tensor:
         """The generated weight of one layer, cropped to ``channels``."""
-        gen = self.generators[self._paths[id(node)]]
+        gen = self.generators[self._paths[node]]
         cin = resolve(node.in_ch, channels)
         if isinstance(node, Classifier):
             w = gen(self._ratios(node, channels), node.num_classes, cin).flatten(1)

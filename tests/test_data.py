@@ -37,6 +37,32 @@ def test_cifar_loader_reads_the_on_disk_format(tmp_path, name, classes):
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
 
 
+class _Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.mark.parametrize("payload", ["evil", "truncated", "not_a_dict"])
+def test_a_crafted_or_broken_cifar_batch_is_refused_without_running_code(tmp_path, payload):
+    folder = _write_cifar(tmp_path, "cifar10")
+    target = folder / "data_batch_3"
+    if payload == "evil":
+        with open(target, "wb") as f:
+            pickle.dump({b"data": _Evil(tmp_path / "pwned"), b"labels": [0]}, f)
+    elif payload == "truncated":
+        target.write_bytes(target.read_bytes()[:300])
+    else:
+        with open(target, "wb") as f:
+            pickle.dump([1, 2, 3], f)
+    with pytest.raises(UserError, match="cifar10 under .* is unreadable: data_batch_3"):
+        load_data("cifar10", root=str(tmp_path))
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_missing_cifar_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="cifar10 is not under .*--download"):
         load_data("cifar10", root=str(tmp_path))

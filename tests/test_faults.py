@@ -227,3 +227,24 @@ def test_read_only_run_directory_is_one_line_and_intact(searched_run, tmp_path, 
             if p.is_dir():
                 p.chmod(0o755)
     assert _tree_hash(run) == before
+
+
+def test_a_remeta_trained_pruningnet_is_never_mixed_into_old_scores(searched_run, tmp_path, cli):
+    from metaprune.runs import open_run
+
+    run = tmp_path / "run"
+    shutil.copytree(searched_run, run)
+    code, _, err = cli("pareto", run, "--baselines", "2", "--json")
+    assert code == 0, err
+    old = json.loads((run / "search" / "baselines.json").read_text())
+    sd = torch.load(run / "pruningnet.pt", weights_only=True)
+    key = next(iter(sd))
+    sd[key] = sd[key] * 1.5  # "meta-trained again"
+    torch.save(sd, run / "pruningnet.pt")
+    new_fp = open_run(run).pruningnet_fingerprint()
+    assert old["pruningnet"] != new_fp
+    code, _, err = cli("search", run, "--resume")
+    assert code == 2 and "pruningnet.pt changed" in err and "--overwrite" in err, err
+    code, _, err = cli("pareto", run, "--baselines", "2", "--json")
+    assert code == 0, err
+    assert json.loads((run / "search" / "baselines.json").read_text())["pruningnet"] == new_fp

@@ -230,7 +230,7 @@ def test_cli_check_missing_table_and_bad_device_exit_2(cli, space, tmp_path):
     spec = tmp_path / "spec.json"
     save_spec(make_spec(space, space.max_channels()), spec)
     for args, message in [(("--table", tmp_path / "none.json"), "does not exist"),
-                          (("--device", "cuda"), "device 'cuda' is not available")]:
+                          (("--device", "cuda"), "'cuda': no CUDA device is available")]:
         code, out, err = cli("latency", "check", spec, *args)
         assert code == 2 and err.count("\n") == 1 and message in err
     (tmp_path / "run").mkdir()

@@ -44,6 +44,22 @@ def test_forward_equals_generated_static_network(name, opts):
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("name, opts", [("mobilenet_v1", {"width_mult": 0.25}),
+                                         ("resnet50", {"width_mult": 0.125, "small_input": True})])
+def test_pruningnet_deepcopies_pickles_and_saves_whole(name, opts, tmp_path):
+    import copy
+    import pickle
+
+    sp = get_space(name, input_size=32, num_classes=10, **opts)
+    net = PruningNet(sp, hidden=4).eval()
+    x, ch = torch.randn(2, 3, 32, 32), sp.max_channels()
+    with torch.no_grad():
+        want = net(x, ch)
+        assert torch.equal(copy.deepcopy(net)(x, ch), want)
+        assert torch.equal(pickle.loads(pickle.dumps(net))(x, ch), want)
+    torch.save(net, tmp_path / "net.pt")  # the whole module (our own file, so a full load is fine)
+
+
 def test_vector_is_an_argument_not_state():
     sp = get_space("mobilenet_v2", width_mult=0.35, small_input=True, input_size=32, num_classes=10)
     net = PruningNet(sp, hidden=4).eval()
@@ -60,7 +76,8 @@ def _train(cli, run_dir, *extra):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cli):
-    steps = ["--set", "train.max_steps=16", "--set", "train.checkpoint_every_steps=3"]
+    # threads pinned: the in-process runs would otherwise inherit whatever an earlier test set
+    steps = ["--set", "train.max_steps=16", "--set", "train.checkpoint_every_steps=3", "--set", "train.threads=2"]
     code, _, err = _train(cli, str(tmp_path / "full"), *steps)
     assert code == 0, err
     full = torch.load(tmp_path / "full" / "pruningnet.pt", weights_only=True)

@@ -88,12 +88,17 @@ def evaluate(run_dir, spec_file, uniform, bn_batches, max_images, as_json) -> No
         channels = spec.channels
     net = run.load_pruningnet()
     ec = run.config.eval
-    res = eval_vector(net, channels, run.load_data(), bn_batches or ec.bn_batches,
-                      max_images or ec.max_images, ec.batch_size, seed=run.seed)
+    settings = {"bn_batches": bn_batches or ec.bn_batches, "max_images": max_images or ec.max_images,
+                "batch_size": ec.batch_size, "seed": run.seed}
+    res = eval_vector(net, channels, run.load_data(), settings["bn_batches"], settings["max_images"],
+                      settings["batch_size"], seed=run.seed)
     res["macs"] = int(cost_model(run.space).macs(channels)[0])
     res["params"] = int(cost_model(run.space).params(channels)[0])
+    res["settings"] = settings  # a search may have scored with its own eval settings: say which these are
     if as_json:
         echo_json(res)
     else:
         click.echo(f"top-1 {res['top1']:.4f}  top-5 {res['top5']:.4f}  MACs {format_count(res['macs'])}  "
-                   f"params {format_count(res['params'])}  (search split, BN re-estimated)")
+                   f"params {format_count(res['params'])}  (search split, BN re-estimated on "
+                   f"{settings['bn_batches']} batches of {settings['batch_size']}, "
+                   f"{settings['max_images'] or 'all'} images, seed {settings['seed']})")

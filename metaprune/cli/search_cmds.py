@@ -80,7 +80,7 @@ def search(run_dir, max_macs, max_params, max_latency_ms, strategy, config_path,
            resume, overwrite, workers, address, device, quiet, as_json) -> None:
     """Search RUN's PruningNet for channel vectors under budgets; writes RUN/search/."""
     from ..config import config_path as resolve_config
-    from ..config import load_config
+    from ..config import load_config, read_yaml, shipped_configs
     from ..search.config import SearchConfig
     from ..search.runner import search_run
 
@@ -97,8 +97,11 @@ def search(run_dir, max_macs, max_params, max_latency_ms, strategy, config_path,
             overrides["strategy"] = strategy
         if objectives:
             overrides["objectives"] = [k.strip() for k in objectives.split(",") if k.strip()]
-        cfg = load_config(SearchConfig, resolve_config(config_path, "search", "search config")
-                          if config_path else None, overrides)
+        path = resolve_config(config_path, "search", "search config") if config_path else None
+        if path is not None and {"space", "train", "model"} & set(read_yaml(path, "search config")):
+            raise UserError(f"search config {config_path!r} is a meta-training config (it has space/train "
+                            f"sections); accepted: a search config such as {', '.join(shipped_configs('search'))}")
+        cfg = load_config(SearchConfig, path, overrides)
     progress = None if (quiet or as_json) else (lambda line: click.echo(line, err=True))
     out = search_run(Path(run_dir), cfg, budgets, resume=resume, overwrite=overwrite, workers=workers,
                      address=address, device=device, progress=progress)

@@ -61,10 +61,14 @@ def load_imagefolder(root: str | None, rng: np.random.Generator, search_per_clas
         if not d.is_dir():
             raise UserError(f"imagefolder root {root!r} has no {d.name}/ folder; expected "
                             "ROOT/train/CLASS/*.jpg and ROOT/val/CLASS/*.jpg")
-    train_all = datasets.ImageFolder(str(train_dir))
+    try:
+        train_all = datasets.ImageFolder(str(train_dir))
+        test_all = datasets.ImageFolder(str(val_dir))
+    except (FileNotFoundError, RuntimeError) as e:  # no class folders, or classes without images
+        raise UserError(f"imagefolder root {root!r}: {str(e).splitlines()[0]}; expected "
+                        "ROOT/train/CLASS/*.jpg and ROOT/val/CLASS/*.jpg") from None
     labels = np.array(train_all.targets)
     train_idx, search_idx = stratified_carve(labels, search_per_class, rng)
-    test_all = datasets.ImageFolder(str(val_dir))
     if test_all.classes != train_all.classes:
         raise UserError(f"imagefolder {root!r}: val/ classes differ from train/ classes")
     test_idx = np.arange(len(test_all))

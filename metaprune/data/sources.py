@@ -31,6 +31,7 @@ def load_data(name: str, *, root: str | None = None, seed: int = 0, search_per_c
     if name not in DATASETS:
         raise UserError(f"dataset {name!r} is unknown; accepted: {', '.join(DATASETS)}")
     rng = np.random.default_rng(seed)
+    asked_search = search_per_class
     dflt_search, dflt_test = DEFAULT_PER_CLASS.get(name, (50, 0))
     search_per_class = dflt_search if search_per_class is None else search_per_class
     test_per_class = dflt_test if test_per_class is None else test_per_class
@@ -47,12 +48,23 @@ def load_data(name: str, *, root: str | None = None, seed: int = 0, search_per_c
         test = TensorSplit(torch.from_numpy(images[test_idx]), torch.from_numpy(labels[test_idx]), *stats, flip)
     else:
         train_x, train_y, test, stats, flip = _cifar(name, root, download)
+    if asked_search is not None:
+        _check_carve(name, train_y, asked_search)
     train_idx, search_idx = stratified_carve(train_y, search_per_class, rng)
     full = TensorSplit(torch.from_numpy(train_x), torch.from_numpy(train_y), *stats, flip)
     n_classes = int(max(train_y.max(), test.labels.max()) + 1)
     return DataSplits(name, full.subset(train_idx), full.subset(search_idx), test, n_classes,
                       int(train_x.shape[1]), int(train_x.shape[2]),
                       {"train": len(train_idx), "search": len(search_idx), "test": len(test)})
+
+
+def _check_carve(name: str, labels: np.ndarray, per_class: int) -> None:
+    """An explicit data.search_per_class that would have to be capped is an error, not a silent cap."""
+    counts = np.bincount(labels)
+    smallest = int(counts[counts > 0].min()) if len(labels) else 0
+    if per_class > smallest // 2:
+        raise UserError(f"data.search_per_class={per_class} is more than half of the smallest class of "
+                        f"{name} ({smallest} training images); accepted: at most {smallest // 2}")
 
 
 def _mnist5k():
@@ -90,14 +102,37 @@ _CIFAR_FILES = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in r
                 "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels")}
 
 
-def _read_cifar(folder: Path, names: list[str], key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 3, 32, 32) uint8 and labels from CIFAR's python-version pickle batches."""
+_NUMPY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                  ("numpy._core.multiarray", "scalar")}
+
+
+def _load_cifar_batch(path: Path) -> dict:
+    """One CIFAR batch through an unpickler that can build dicts, lists, bytes and numpy arrays and
+    nothing else: a crafted batch cannot name a function to call."""
     import pickle
 
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in _NUMPY_GLOBALS:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"refused global {module}.{name} (a CIFAR batch holds only arrays)")
+
+    with open(path, "rb") as f:
+        try:
+            batch = _Restricted(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, IndexError, TypeError, ValueError) as e:
+            raise ValueError(f"{path.name} is not a CIFAR python batch ({e})") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path.name} is not a CIFAR python batch (holds {type(batch).__name__})")
+    return batch
+
+
+def _read_cifar(folder: Path, names: list[str], key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels from CIFAR's python-version pickle batches."""
     xs, ys = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = _load_cifar_batch(folder / name)
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch[key], dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys)

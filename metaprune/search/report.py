@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pruningnet.cost import cost_model
 
-from ..fileio import atomic_write, write_json
+from ..fileio import atomic_write, read_json, write_json
 from ..units import format_count
 from .store import search_dir
 
@@ -52,9 +52,14 @@ def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
 
 def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) -> list[dict]:
     """Proxy top-1 of each baseline; cached in ``RUN/search/baselines.json`` by channel vector."""
+    from ..runs import open_run
+
     f = search_dir(run_path) / BASELINES_FILE
-    cache = {json.dumps(b["channels"], sort_keys=True): b
-             for b in (json.loads(f.read_text())["baselines"] if f.is_file() else [])}
+    fingerprint = open_run(run_path).pruningnet_fingerprint()
+    doc = read_json(f, "baseline scores", keys=("baselines",)) if f.is_file() else {"baselines": []}
+    if doc.get("pruningnet") != fingerprint or not isinstance(doc["baselines"], list):
+        doc = {"baselines": []}  # scored by another PruningNet (or damaged): score again
+    cache = {json.dumps(b["channels"], sort_keys=True): b for b in doc["baselines"]}
     scorer = None
     out = []
     for v in vectors:
@@ -63,7 +68,7 @@ def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) 
             scorer = scorer or scorer_factory()
             cache[key] = {**v, "top1": scorer(tuple(v["channels"][u] for u in space.unit_names))}
         out.append(cache[key])
-    write_json(f, {"baselines": list(cache.values())})
+    write_json(f, {"pruningnet": fingerprint, "baselines": list(cache.values())})
     return out
 
 

@@ -153,8 +153,13 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
         raise budget_error(space.name, e) from None
     if saved is None:
         _refuse_existing(run.path, overwrite)
+    fingerprint = run.pruningnet_fingerprint()
+    if saved is not None and saved["search"].get("pruningnet") not in (None, fingerprint):
+        raise UserError(f"run {str(run.path)!r}: pruningnet.pt changed since this search started (meta-trained "
+                        "again?); resuming would mix scores of two PruningNets. Start a new search with "
+                        "--overwrite")
     meta = {"run": str(run.path), "space": space.name, "strategy": cfg.strategy, "budgets": budgets,
-            "seed": seed, "config": to_dict(cfg), "proxy": proxy.to_dict()}
+            "seed": seed, "config": to_dict(cfg), "proxy": proxy.to_dict(), "pruningnet": fingerprint}
 
     with search_lock(run.path), _replacing(search_dir(run.path), active=saved is None) as replaced:
         ray_map = None
