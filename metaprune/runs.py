@@ -13,7 +13,6 @@ Layout::
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +89,6 @@ class Run:
 
     def load_pruningnet(self, device: str = "cpu"):
         """The trained PruningNet, in eval mode, on ``device``."""
-        import torch
-
         from pruningnet.hypernet import PruningNet
 
         f = self.path / PRUNINGNET_FILE

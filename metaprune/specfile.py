@@ -1,11 +1,9 @@
 """Reading and writing subnet spec files."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from pruningnet.errors import UserError
 from pruningnet.spec import SubnetSpec, spec_from_dict
 
 from .fileio import read_json, write_json

@@ -37,6 +37,24 @@ def cli(capsys):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _tree_hash(root) -> str:
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for p in sorted(Path(root).rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def tree_hash():
+    """SHA-256 over a directory tree's names and bytes: "nothing changed" checks."""
+    return _tree_hash
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """A run meta-trained once per session with configs/smoke.yaml (about a minute here)."""

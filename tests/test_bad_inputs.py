@@ -8,9 +8,7 @@ strings to the budget and option parsers.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -56,15 +54,6 @@ def world(smoke_run, tmp_path_factory):
     t = base / "scratch"
     t.mkdir()
     return {"run": run, "spec": spec, "f": f, "t": t}
-
-
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 CASES = [
@@ -237,8 +226,8 @@ def test_the_table_is_large():
 
 
 @pytest.mark.parametrize("args, needle", CASES)
-def test_bad_input_one_line_exit_2_nothing_changed(world, cli, args, needle):
-    before = _tree_hash(world["run"])
+def test_bad_input_one_line_exit_2_nothing_changed(world, cli, tree_hash, args, needle):
+    before = tree_hash(world["run"])
     scratch = sorted(p.name for p in world["t"].iterdir())
     code, out, err = cli(*[_fill(a, world) for a in args])
     lines = err.strip().splitlines()
@@ -246,7 +235,7 @@ def test_bad_input_one_line_exit_2_nothing_changed(world, cli, args, needle):
     assert len(lines) == 1 and lines[0].startswith("metaprune: error:"), err
     assert _fill(needle, world) in lines[0], (needle, lines[0])
     assert "Traceback" not in err and "weights_only=False" not in err
-    assert _tree_hash(world["run"]) == before, "the run directory changed"
+    assert tree_hash(world["run"]) == before, "the run directory changed"
     assert sorted(p.name for p in world["t"].iterdir()) == scratch, "a file was left in the scratch folder"
 
 

@@ -35,3 +35,19 @@ def test_search_configs_load(path):
 def test_train_recipes_load(path):
     cfg = load_train_config(str(path))
     assert cfg.recipe.epochs >= 1 and cfg.recipe.lr > 0
+
+
+def test_exponent_floats_that_yaml_reads_as_strings_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; a config key typed float takes it as 0.001."""
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-5\n")
+    cfg = load_config(MetaTrainConfig, f, {"train.momentum": "9e-1"})
+    assert cfg.train.lr == 0.001 and cfg.train.weight_decay == 5e-5 and cfg.train.momentum == 0.9
+
+
+def test_shipped_configs_go_by_name():
+    from metaprune.config import config_path
+
+    assert config_path("smoke") == CONFIGS.resolve() / "smoke.yaml"
+    assert config_path("pareto", "search") == CONFIGS.resolve() / "search" / "pareto.yaml"
+    assert config_path("cifar10", "train") == CONFIGS.resolve() / "train" / "cifar10.yaml"

@@ -2,7 +2,6 @@
 write, non-finite weights, an interrupted --overwrite, unreadable weights files."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -78,13 +77,8 @@ def test_a_killed_holder_releases_the_lock(tmp_path, cli):
         pass
 
 
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
+TINY = ["--set", "data.name=synthetic", "--set", "space.options.width_mult=0.25", "--set",
+        "space.options.ratios=[0.5,1.0]", "--set", "model.hidden=4", "--set", "train.batch_size=32"]
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +92,15 @@ def searched_run(smoke_run, tmp_path_factory):
     return run
 
 
-def test_overwrite_that_fails_before_its_first_generation_keeps_the_old_search(searched_run, tmp_path, cli):
+def test_overwrite_that_fails_before_its_first_generation_keeps_the_old_search(searched_run, tmp_path, cli,
+                                                                              tree_hash):
     run = tmp_path / "run"
     shutil.copytree(searched_run, run)
-    search_before = _tree_hash(run / "search")
+    search_before = tree_hash(run / "search")
     (run / "pruningnet.pt").write_bytes((run / "pruningnet.pt").read_bytes()[:5000])  # truncated
     code, _, err = cli("search", run, "-c", "smoke", "--strategy", "pareto", "--overwrite", "--quiet")
     assert code == 2 and "truncated" in err and "weights_only=False" not in err, err
-    assert _tree_hash(run / "search") == search_before  # the earlier search is all there
+    assert tree_hash(run / "search") == search_before  # the earlier search is all there
     code, out, err = cli("pareto", run, "--baselines", "0", "--json")
     assert code == 0, err
 
@@ -182,9 +177,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, smoke_run):
 
 def test_resume_cleans_temp_files_of_a_checkpoint_write_killed_midway(tmp_path, cli):
     run = tmp_path / "run"
-    tiny = ["--set", "data.name=synthetic", "--set", "space.options.width_mult=0.25", "--set",
-            "space.options.ratios=[0.5,1.0]", "--set", "model.hidden=4", "--set", "train.batch_size=32"]
-    code, _, err = cli("train-pruningnet", "-c", "smoke", "--run-dir", run, "--quiet", *tiny,
+    code, _, err = cli("train-pruningnet", "-c", "smoke", "--run-dir", run, "--quiet", *TINY,
                        "--set", "train.max_steps=4", "--set", "train.checkpoint_every_steps=2")
     assert code == 0, err
     stale = run / "checkpoints" / ".last.pt.abc123.tmp"
@@ -198,9 +191,7 @@ def test_resume_cleans_temp_files_of_a_checkpoint_write_killed_midway(tmp_path, 
 
 def test_truncated_checkpoint_on_resume_is_one_line(tmp_path, cli):
     run = tmp_path / "run"
-    tiny = ["--set", "data.name=synthetic", "--set", "space.options.width_mult=0.25", "--set",
-            "space.options.ratios=[0.5,1.0]", "--set", "model.hidden=4", "--set", "train.batch_size=32"]
-    code, _, err = cli("train-pruningnet", "-c", "smoke", "--run-dir", run, "--quiet", *tiny,
+    code, _, err = cli("train-pruningnet", "-c", "smoke", "--run-dir", run, "--quiet", *TINY,
                        "--set", "train.max_steps=2", "--set", "train.checkpoint_every_steps=1")
     assert code == 0, err
     ck = run / "checkpoints" / "last.pt"
@@ -212,10 +203,10 @@ def test_truncated_checkpoint_on_resume_is_one_line(tmp_path, cli):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
-def test_read_only_run_directory_is_one_line_and_intact(searched_run, tmp_path, cli):
+def test_read_only_run_directory_is_one_line_and_intact(searched_run, tmp_path, cli, tree_hash):
     run = tmp_path / "run"
     shutil.copytree(searched_run, run)
-    before = _tree_hash(run)
+    before = tree_hash(run)
     for p in [run, *run.rglob("*")]:
         if p.is_dir():
             p.chmod(0o555)
@@ -226,7 +217,7 @@ def test_read_only_run_directory_is_one_line_and_intact(searched_run, tmp_path, 
         for p in [run, *run.rglob("*")]:
             if p.is_dir():
                 p.chmod(0o755)
-    assert _tree_hash(run) == before
+    assert tree_hash(run) == before
 
 
 def test_a_remeta_trained_pruningnet_is_never_mixed_into_old_scores(searched_run, tmp_path, cli):

@@ -1,7 +1,6 @@
 """Gathering trial outcomes into one row per network in ``RUN/train/results.json``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
