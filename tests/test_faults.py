@@ -113,7 +113,11 @@ def test_overwrite_interrupted_by_sigint_keeps_the_old_search(searched_run, tmp_
     run = tmp_path / "run"
     shutil.copytree(searched_run, run)
     before = json.loads((run / "search" / "candidates.json").read_text())
-    proc = subprocess.Popen([sys.executable, "-m", "metaprune.cli", "search", str(run), "-c", "smoke",
+    # a shell that started us in the background may have set SIGINT to "ignore", which children
+    # inherit: restore Python's own handler, as an interactive user's shell would have it
+    launcher = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from metaprune.cli.main import run; run()")
+    proc = subprocess.Popen([sys.executable, "-c", launcher, "search", str(run), "-c", "smoke",
                              "--strategy", "pareto", "--overwrite", "--quiet", "--set", "eval.max_images=500",
                              "--set", "eval.bn_batches=20"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
