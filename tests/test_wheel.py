@@ -12,7 +12,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_wheel_ships_configs_and_runs_the_pipeline_outside_the_checkout(smoke_run, tmp_path):
     """Build the wheel, install it with --no-deps into a target directory that shadows the editable
     install, then run from a directory with no checkout: named configs (-c smoke) and
-    quickstart --smoke (on a copy of the session's meta-trained run) must work."""
+    quickstart --smoke (on a copy of the session's meta-trained run: search, front, export, scratch
+    training of the pick and its uniform baseline on Ray, report) must work."""
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", REPO, "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(wheels)], check=True, capture_output=True)
@@ -41,5 +42,14 @@ def test_wheel_ships_configs_and_runs_the_pipeline_outside_the_checkout(smoke_ru
     shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("search", "train", "exports"))
     r = metaprune("quickstart", "--smoke", "--run-dir", "qs")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "reusing the trained PruningNet" in r.stderr
+    front = json.loads((run / "search" / "front.json").read_text())["front"]
+    assert front and (run / "search" / "pareto.png").is_file()
+    best = json.loads((run / "exports" / "best.json").read_text())
+    assert best["format"] == "metaprune.subnet/1" and best["space"] == "mobilenet_v2"
     results = json.loads((run / "train" / "results.json").read_text())["results"]
     assert sorted(x["kind"] for x in results) == ["baseline", "searched"]
+    base = next(x for x in results if x["kind"] == "baseline")
+    searched = next(x for x in results if x["kind"] == "searched")
+    assert base["macs"] <= searched["macs"]
+    assert "run directory: qs" in r.stdout and "--smoke checks the install" in r.stdout
