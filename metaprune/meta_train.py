@@ -120,9 +120,7 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
         opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=tc.momentum, nesterov=tc.nesterov,
                               weight_decay=tc.weight_decay)
     steps_per_epoch = len(data.train) // tc.batch_size
-    if steps_per_epoch < 1:
-        raise UserError(f"train.batch_size={tc.batch_size} is larger than the training split "
-                        f"({len(data.train)} images)")
+    check_trainable(cfg, data)  # also checked before a new run is written
     total = tc.epochs * steps_per_epoch
     if tc.max_steps:
         total = min(total, tc.max_steps)

@@ -98,14 +98,13 @@ def _replacing(d: Path, active: bool):
     """Move an earlier search's files aside while a new one starts; they come back if the new
     search stops (Ctrl-C, a PruningNet that fails to load, a crash) before its first generation is
     written, and are deleted once it has one. ``--overwrite`` never leaves ``RUN/search/`` empty."""
-    files = [f for f in (*d.glob("*.json"), d / "pareto.png") if f.is_file()] if active else []
     aside = d / ".replaced"
     if aside.exists():  # an earlier --overwrite was killed -9 before its first generation
         if not any(d.glob("*.json")):
             for f in aside.iterdir():
                 os.replace(f, d / f.name)
-            files = [f for f in (*d.glob("*.json"), d / "pareto.png") if f.is_file()] if active else []
         shutil.rmtree(aside, ignore_errors=True)
+    files = [f for f in (*d.glob("*.json"), d / "pareto.png") if f.is_file()] if active else []
     if files:
         aside.mkdir()
         for f in files:

@@ -9,11 +9,10 @@ from typing import Any, Literal, Mapping
 
 from pruningnet.errors import UserError
 
-from ..config import CONFIG_ROOT, check, config_path, load_config, read_yaml
+from ..config import check, config_path, load_config, read_yaml
 from ..data import DataConfig
 
 BUDGETS = ("scratch-e", "scratch-b")
-CONFIG_DIR = CONFIG_ROOT / "train"
 
 
 @dataclass(frozen=True)
