@@ -23,6 +23,7 @@ from pruningnet.spaces import Space
 from .divergence import DivergenceGuard
 from .fileio import atomic_write, load_weights, remove_stale_temps, write_json, write_text
 from .runs import PRUNINGNET_FILE, Run
+from .threads import set_torch_threads
 
 CHECKPOINT = "checkpoints/last.pt"
 
@@ -105,8 +106,7 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
     """Meta-train (or resume) the run's PruningNet; writes checkpoints, metrics and the final net."""
     cfg, tc = run.config, run.config.train
     device = resolve_device(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    set_torch_threads(tc.threads)
     use_cuda = device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
         tc.amp, torch.bfloat16 if (tc.amp == "auto" and use_cuda) else None)

@@ -57,8 +57,9 @@ class ProxyScorer:
         from ..evaluation import bn_batches
         from ..runs import open_run
 
-        if settings.threads is not None:
-            torch.set_num_threads(settings.threads)
+        from ..threads import set_torch_threads
+
+        set_torch_threads(settings.threads)
         torch.manual_seed(settings.seed)
         run = open_run(run_path)
         self.space: Space = run.space

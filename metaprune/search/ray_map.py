@@ -43,7 +43,9 @@ class RayActorMap:
                     ray.init(address=address, include_dashboard=False, log_to_driver=False,
                              configure_logging=False)
                 else:
-                    ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False,
+                    from ..threads import local_cpus
+
+                    ray.init(num_cpus=local_cpus(max(workers or 1, os.cpu_count() or 1)), include_dashboard=False,
                              log_to_driver=False, configure_logging=False)
             except ConnectionError as e:
                 raise UserError(f"--address {address!r}: cannot reach a Ray cluster ({e})") from None

@@ -18,6 +18,7 @@ from pruningnet.errors import UserError
 
 from ..data import DataSplits
 from ..evaluation import count_hits
+from ..threads import set_torch_threads
 from .recipe import Recipe
 
 
@@ -137,7 +138,7 @@ def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: Epo
     """
     recipe = Recipe(**trial["recipe"])
     device = device_for(trial.get("gpus", 0))
-    torch.set_num_threads(max(1, int(trial.get("threads", 1))))
+    set_torch_threads(max(1, int(trial.get("threads", 1))))
     seed, epochs = int(trial["seed"]), int(trial["epochs"])
     torch.manual_seed(seed)
     spec = make_spec(get_space(trial["space"], **trial["options"]), trial["channels"])

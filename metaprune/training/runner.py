@@ -35,7 +35,9 @@ def connect(address: str | None) -> bool:
         if address:
             ray.init(address=address, configure_logging=False, log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
+            from ..threads import local_cpus
+
+            ray.init(num_cpus=local_cpus(), include_dashboard=False, configure_logging=False, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise UserError(f"--address {address or '(local)'}: cannot reach a Ray cluster ({e}); "
                         "accepted: auto, HOST:PORT of a running cluster, or no --address") from None

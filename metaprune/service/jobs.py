@@ -1,0 +1,275 @@
+"""Jobs: the existing ``metaprune`` commands run as subprocesses, a bounded number at a time.
+
+A job is a row in the service database and one ``python -m metaprune ...`` process in its own
+process group (``start_new_session``): a crash or an out-of-memory kill of the job cannot take the
+server down, and cancelling kills the whole group (Ray workers a training job started included).
+
+Cores are never oversubscribed: with ``--jobs N`` on a machine of C cores each job may use
+``max(1, C // N)`` torch threads (``METAPRUNE_MAX_THREADS``, which every stage honours, and
+``OMP_NUM_THREADS``), and at most N jobs run at once; the rest wait in ``queued``.
+
+A server that goes away (restart, ``kill -9``) leaves its running jobs ``interrupted`` on the next
+start (their process groups are stopped first if they survived); ``resume`` starts a new job with the
+stage's ``--resume``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .db import Database
+from .progress import job_progress
+
+LOG_DIR = ".service-logs"
+KINDS = ("meta-train", "search", "train")
+ERROR_PREFIX = "metaprune: error: "
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resume_argv(kind: str, run_path: Path) -> list[str]:
+    if kind == "meta-train":
+        return ["train-pruningnet", "--resume", str(run_path), "--quiet"]
+    if kind == "search":
+        return ["search", str(run_path), "--resume", "--quiet"]
+    return ["train", str(run_path), "--resume", "--quiet"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_ours(pid: int) -> bool:
+    """The process ``pid`` runs metaprune (a pid reused by another program is left alone)."""
+    try:
+        return b"metaprune" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _kill_group(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL what is left after ``grace_s``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def last_error(log: Path) -> str | None:
+    """The job's one-line error: the last ``metaprune: error:`` line of its log, else its last line."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    for ln in reversed(lines):
+        if ln.startswith(ERROR_PREFIX):
+            return ln[len(ERROR_PREFIX):][:500]
+    return lines[-1][:500] if lines else None
+
+
+class JobManager:
+    """Starts queued jobs when a slot is free, watches running ones, records their progress."""
+
+    def __init__(self, runs_dir: Path, db: Database, max_jobs: int, cores: int | None = None,
+                 poll_s: float = 0.5, gpus: int = 0):
+        self.runs_dir = runs_dir
+        self.db = db
+        self.max_jobs = max(1, int(max_jobs))
+        self.cores = cores or available_cores()
+        self.threads = max(1, self.cores // self.max_jobs)
+        self.poll_s = poll_s
+        self.gpus = gpus  # > 0: job slot i sees only GPU i % gpus (CUDA_VISIBLE_DEVICES)
+        self._slots: dict[int, int] = {}
+        self.log_dir = runs_dir / LOG_DIR
+        self._procs: dict[int, subprocess.Popen] = {}
+        self._log_files: dict[int, object] = {}
+        self._started_at: dict[int, tuple[float, float | None]] = {}
+        self._last_progress: dict[int, dict] = {}
+        self._cancelling: set[int] = set()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # lifecycle --------------------------------------------------------------------------------------
+    def recover(self) -> list[int]:
+        """Mark jobs a previous server left running as ``interrupted`` (stopping survivors first)."""
+        out = []
+        for job in self.db.jobs(states=("running",), limit=10_000):
+            pid = job.get("pid")
+            if pid and _alive(pid) and _is_ours(pid):
+                _kill_group(pid)
+            self.db.update_job(job["id"], state="interrupted", ended=time.time(),
+                               error="the server stopped while this job ran; resume it to continue")
+            out.append(job["id"])
+        return out
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.recover()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="metaprune-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self, kill: bool = True) -> None:
+        """Stop watching; with ``kill``, stop running jobs too (they become ``interrupted``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if kill:
+            with self._lock:
+                items = list(self._procs.items())
+            for job_id, proc in items:
+                _kill_group(proc.pid)
+                proc.wait()
+                self.db.update_job(job_id, state="interrupted", ended=time.time(), exit_code=proc.returncode,
+                                   error="the server stopped while this job ran; resume it to continue")
+                self._close(job_id)
+
+    # requests ---------------------------------------------------------------------------------------
+    def submit(self, kind: str, run: str, params: dict, argv: list[str], resumes: int | None = None) -> dict:
+        assert kind in KINDS
+        job = self.db.create_job(kind, run, params, argv, resumes=resumes)
+        self.tick()
+        return self.db.job(job["id"])
+
+    def cancel(self, job_id: int) -> dict:
+        job = self.db.job(job_id)
+        if job is None or job["state"] not in ("queued", "running"):
+            return job
+        with self._lock:
+            proc = self._procs.get(job_id)
+            if proc is None:
+                self.db.update_job(job_id, state="cancelled", ended=time.time())
+                return self.db.job(job_id)
+            self._cancelling.add(job_id)
+        _kill_group(proc.pid)
+        proc.wait()
+        self.tick()
+        return self.db.job(job_id)
+
+    def active_for_run(self, run: str) -> dict | None:
+        jobs = self.db.jobs(run=run, states=("queued", "running"), limit=1)
+        return jobs[0] if jobs else None
+
+    # the loop ---------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.tick()
+            except Exception as e:  # noqa: BLE001 - the watcher must outlive one bad tick
+                print(f"metaprune serve: job watcher: {type(e).__name__}: {e}", file=sys.stderr)
+
+    def tick(self) -> None:
+        """Reap finished jobs, record progress of running ones, start queued ones into free slots."""
+        with self._lock:
+            for job_id, proc in list(self._procs.items()):
+                rc = proc.poll()
+                job = self.db.job(job_id)
+                if rc is None:
+                    self._record_progress(job)
+                    continue
+                self._record_progress(job, final=True)
+                if job_id in self._cancelling:
+                    self.db.update_job(job_id, state="cancelled", ended=time.time(), exit_code=rc)
+                    self._cancelling.discard(job_id)
+                elif rc == 0:
+                    self.db.update_job(job_id, state="done", ended=time.time(), exit_code=0)
+                else:
+                    err = last_error(self._log_path(job_id)) or f"exited with code {rc}"
+                    if rc < 0:
+                        err = f"killed by signal {-rc} ({err})"
+                    self.db.update_job(job_id, state="failed", ended=time.time(), exit_code=rc, error=err)
+                self._close(job_id)
+            free = self.max_jobs - len(self._procs)
+            if free > 0:
+                for job in reversed(self.db.jobs(states=("queued",), limit=10_000)):
+                    if free == 0:
+                        break
+                    if any(self.db.job(j)["run"] == job["run"] for j in self._procs):
+                        continue  # one job per run at a time: the next waits for the run's current one
+                    self._launch(job)
+                    free -= 1
+
+    def _log_path(self, job_id: int) -> Path:
+        return self.log_dir / f"job-{job_id}.log"
+
+    def _launch(self, job: dict) -> None:
+        env = dict(os.environ)
+        slot = min(set(range(self.max_jobs)) - set(self._slots.values()))
+        if self.gpus > 0:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
+        env.update(METAPRUNE_MAX_THREADS=str(self.threads), OMP_NUM_THREADS=str(self.threads),
+                   MKL_NUM_THREADS=str(self.threads), RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self._log_path(job["id"]), "ab")
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "metaprune", *job["argv"]], stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.runs_dir),
+                                    start_new_session=True)
+        except OSError as e:
+            log.close()
+            self.db.update_job(job["id"], state="failed", ended=time.time(), error=f"cannot start: {e}")
+            return
+        self._procs[job["id"]] = proc
+        self._slots[job["id"]] = slot
+        self._log_files[job["id"]] = log
+        now = time.time()
+        self._started_at[job["id"]] = (now, None if job.get("resumes") else 0.0)
+        self.db.update_job(job["id"], state="running", started=now, pid=proc.pid, threads=self.threads)
+
+    def _close(self, job_id: int) -> None:
+        self._procs.pop(job_id, None)
+        self._slots.pop(job_id, None)
+        f = self._log_files.pop(job_id, None)
+        if f is not None:
+            f.close()
+        self._started_at.pop(job_id, None)
+        self._last_progress.pop(job_id, None)
+
+    def _record_progress(self, job: dict, final: bool = False) -> None:
+        run = self.runs_dir / job["run"]
+        started, frac0 = self._started_at.get(job["id"], (time.time(), None))
+        prog = job_progress(job["kind"], run, since=started)
+        frac = prog.get("fraction")
+        if frac is not None:
+            if frac0 is None:
+                self._started_at[job["id"]] = (started, frac)
+                frac0 = frac
+            elapsed = time.time() - started
+            rate = (frac - frac0) / elapsed if elapsed > 0 else 0
+            if rate > 0 and not final:
+                prog["eta_s"] = round((1 - frac) / rate, 1)
+        key = {k: v for k, v in prog.items() if k != "eta_s"}
+        if key != self._last_progress.get(job["id"]):
+            self._last_progress[job["id"]] = key
+            self.db.add_event(job["id"], "progress", prog)
