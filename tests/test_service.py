@@ -65,6 +65,10 @@ def test_search_job_front_and_exports(client, runs_dir):
     assert [e["data"]["state"] for e in events if e["type"] == "state"] == ["queued", "running", "done"]
     assert client.get(f"/api/events?job={job['id']}&after={events[-2]['id']}", headers=AUTH).json()["events"] \
         == events[-1:]
+    r = client.get(f"/api/events/stream?job={job['id']}&after={events[0]['id']}&max_s=0.3", headers=AUTH)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    sse = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert sse == events[1:]  # the same events as the polling fallback, in order
 
     doc = client.get("/api/runs/smoke/front?baselines=1", headers=AUTH).json()
     assert {"run", "strategy", "budgets", "objectives", "front", "baselines"} <= set(doc)

@@ -21,6 +21,8 @@ def test_wheel_ships_configs_and_runs_the_pipeline_outside_the_checkout(smoke_ru
     names = zipfile.ZipFile(whl).namelist()
     for cfg in ("smoke.yaml", "quickstart.yaml", "search/smoke.yaml", "train/smoke.yaml"):
         assert f"metaprune/configs/{cfg}" in names, cfg
+    for f in ("index.html", "app.js", "style.css", "vendor/plotly-basic.min.js", "vendor/plotly-LICENSE.txt"):
+        assert f"metaprune/service/static/{f}" in names, f  # `metaprune serve`'s page, no CDN
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(whl)],
                    check=True, capture_output=True)
