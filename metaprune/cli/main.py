@@ -21,7 +21,7 @@ def cli() -> None:
 
 def _register() -> None:
     from . import space_cmds  # noqa: F401
-    for name in ("pruningnet_cmds", "search_cmds", "train_cmds", "quickstart_cmds", "latency_cmds", "serve_cmds"):
+    for name in ("pruningnet_cmds", "search_cmds", "train_cmds", "quickstart_cmds", "latency_cmds", "serve_cmds", "baseline_cmds"):
         try:
             __import__(f"{__package__}.{name}")
         except ModuleNotFoundError as e:

@@ -82,9 +82,13 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: ScratchData, recipe: Recipe,
-                epoch: int, epochs: int, seed: int, device: torch.device) -> dict[str, float]:
-    """One pass over ``data.train`` (shuffled with a generator seeded by ``seed`` and ``epoch``)."""
+                epoch: int, epochs: int, seed: int, device: torch.device, slimming: float = 0.0) -> dict[str, float]:
+    """One pass over ``data.train`` (shuffled with a generator seeded by ``seed`` and ``epoch``).
+
+    ``slimming``: Network Slimming's L1 penalty on BN scales (Liu et al. 2017), added to their
+    gradients after ``backward()`` and before ``step()``."""
     model.train()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)] if slimming else []
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     spe = steps_per_epoch(len(data.train), recipe.batch_size)
@@ -99,6 +103,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: ScratchData,
         loss = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for bn in bns:
+            bn.weight.grad.add_(torch.sign(bn.weight.detach()), alpha=slimming)
         opt.step()
         total += len(y)
         loss_sum += float(loss.detach()) * len(y)
@@ -154,7 +160,8 @@ def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: Epo
         if before_epoch is not None:
             before_epoch(epoch)
         t0 = time.perf_counter()
-        metrics = train_epoch(model, opt, data, recipe, epoch, epochs, seed, device)
+        metrics = train_epoch(model, opt, data, recipe, epoch, epochs, seed, device,
+                              slimming=float(trial.get("slimming", 0.0)))
         metrics.update(evaluate(model, data.test, recipe.eval_batch_size, device))
         wall_s += time.perf_counter() - t0
         metrics.update(epoch=epoch + 1, epochs=epochs, wall_s=wall_s, restores=restores)

@@ -57,8 +57,12 @@ def from_spec_files(paths: Sequence[str]) -> list[Candidate]:
     for path in paths:
         spec = load_spec(path)
         m = spec.metrics
-        out.append(_searched(f"searched-{Path(path).stem}", spec, _metric(m, "latency_ms"),
-                             _metric(m, "proxy_top1", "top1")))
+        cand = _searched(f"searched-{Path(path).stem}", spec, _metric(m, "latency_ms"),
+                         _metric(m, "proxy_top1", "top1"))
+        crit = spec.provenance.get("criterion") if isinstance(spec.provenance, dict) else None
+        if isinstance(crit, str) and crit:  # a `metaprune baseline` spec: kind is its criterion
+            cand = replace(cand, name=f"criterion-{Path(path).stem}", kind=crit)
+        out.append(cand)
     return _unique(out)
 
 
@@ -104,7 +108,11 @@ def with_baselines(searched: list[Candidate]) -> list[Candidate]:
     out = []
     for c in searched:
         cm = cost_model(c.spec.space)
-        ratio, channels, macs = cm.uniform_for_budget(c.macs)
+        budget = c.macs
+        prov = c.spec.provenance if isinstance(c.spec.provenance, dict) else {}
+        if c.kind not in ("searched", "baseline") and isinstance(prov.get("max_macs"), int):
+            budget = max(c.macs, prov["max_macs"])  # a criterion spec: the budget it was pruned to
+        ratio, channels, macs = cm.uniform_for_budget(budget)
         name = f"uniform-{ratio:.4f}"
         if name not in baselines:
             spec = make_spec(c.spec.space, channels, provenance={"uniform_ratio": ratio})

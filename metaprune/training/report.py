@@ -29,9 +29,25 @@ def _pct(v, spec: str = ".2f") -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    """A fixed-width table, one line per network; accuracies in percent."""
+    """Fixed-width tables, one per budget (the networks sharing a uniform-width baseline, then the
+    baseline), one line per network; accuracies in percent; ``Δ base`` is the paired difference
+    against the uniform baseline and ``p`` its paired t-test p-value over seeds."""
     head = (f"{'name':22s} {'kind':8s} {'MACs':>8s} {'params':>8s} {'lat ms':>7s} {'proxy':>7s} "
-            f"{'top1 %':>7s} {'±':>5s} {'top5 %':>7s} {'epochs':>6s} {'wall s':>7s} {'Δ base':>7s}")
+            f"{'top1 %':>7s} {'±':>5s} {'top5 %':>7s} {'epochs':>6s} {'wall s':>7s} {'Δ base':>7s} {'p':>6s}")
+    groups: dict = {}
+    for r in rows:
+        key = r["name"] if r.get("kind") == "baseline" else r.get("baseline")
+        groups.setdefault(key, []).append(r)
+    blocks = []
+    for key, members in groups.items():
+        members.sort(key=lambda r: (r.get("kind") == "baseline", r.get("kind") != "searched"))
+        base = next((r for r in members if r.get("kind") == "baseline"), None)
+        title = f"budget: {format_count(base['macs'])} MACs (uniform baseline {base['name']})" if base else "no baseline"
+        blocks.append(title + "\n" + _table(head, members))
+    return "\n\n".join(blocks) if len(blocks) > 1 else _table(head, rows)
+
+
+def _table(head: str, rows: list[dict]) -> str:
     lines = [head]
     for r in rows:
         top1 = _pct(r.get("test_top1"))
@@ -39,7 +55,7 @@ def format_table(rows: list[dict]) -> str:
                      f"{format_count(r['params']):>8s} {_fmt(r.get('latency_ms')):>7s} "
                      f"{_pct(r.get('proxy_top1')):>7s} {top1:>7s} {_pct(r.get('test_top1_std')):>5s} "
                      f"{_pct(r.get('test_top5')):>7s} {str(r.get('epochs')):>6s} {_fmt(r.get('wall_s'), '.1f'):>7s} "
-                     f"{_pct(r.get('delta_top1'), '+.2f'):>7s}")
+                     f"{_pct(r.get('delta_top1'), '+.2f'):>7s} {_fmt(r.get('delta_p'), '.3f'):>6s}")
     return "\n".join(lines)
 
 

@@ -47,7 +47,24 @@ def summarise(candidates: list[dict], outcomes: list, budget: str) -> list[dict]
         base = by_name.get(r["baseline"]) if r["baseline"] else None
         r["delta_top1"] = (r["test_top1"] - base["test_top1"]
                            if base and r["test_top1"] is not None and base["test_top1"] is not None else None)
+        r["delta_p"] = paired_p(r, base) if base else None
     return rows
+
+
+def paired_p(row: dict, base: dict) -> float | None:
+    """Two-sided paired t-test p-value of ``row``'s test top-1 against ``base``'s over their common
+    seeds; None with fewer than 2 common seeds or no spread in the differences."""
+    from scipy import stats
+
+    mine = dict(zip(row.get("seeds", []), row.get("test_top1_per_seed", [])))
+    theirs = dict(zip(base.get("seeds", []), base.get("test_top1_per_seed", [])))
+    common = sorted(set(mine) & set(theirs))
+    if len(common) < 2:
+        return None
+    d = np.array([mine[s] - theirs[s] for s in common])
+    if np.allclose(d, d[0]):
+        return None
+    return float(stats.ttest_rel([mine[s] for s in common], [theirs[s] for s in common]).pvalue)
 
 
 def read_results(run_dir: str | Path) -> list[dict]:
