@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--test-images", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--fraction", type=float, default=0.3)
+    ap.add_argument("--lr", type=float, default=None, help="override the smoke recipe's lr")
     ap.add_argument("--out", required=True)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -60,8 +61,10 @@ def main() -> None:
     cands = [Candidate("full", "full", make_spec(space, full_ch), full_macs, int(cm.params(full_ch)[0])),
              Candidate(f"uniform-{ratio:.4f}", "baseline", make_spec(space, uni_ch), uni_macs,
                        int(cm.params(uni_ch)[0]), ratio=ratio)]
-    cfg = load_train_config("smoke", {"recipe.max_train_images": args.train_images,
-                                      "recipe.max_test_images": args.test_images}, run_dir=run_dir)
+    overrides = {"recipe.max_train_images": args.train_images, "recipe.max_test_images": args.test_images}
+    if args.lr is not None:
+        overrides["recipe.lr"] = args.lr
+    cfg = load_train_config("smoke", overrides, run_dir=run_dir)
     trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)
     outcomes = run_trials((run_dir / "train" / "ray").resolve(), f"regime-{args.name}", trials,
@@ -79,7 +82,7 @@ def main() -> None:
     gap = rows["full"]["mean"] - rows["baseline"]["mean"]
     spread = max(rows["full"]["std"], rows["baseline"]["std"])
     qualifies = gap >= 0.03 and spread <= gap / 3
-    report = {"name": args.name, "width_mult": args.width_mult, "epochs": args.epochs,
+    report = {"name": args.name, "width_mult": args.width_mult, "epochs": args.epochs, "lr": cfg.recipe.lr,
               "train_images": args.train_images, "test_images": args.test_images, "seeds": args.seeds,
               "full_macs": full_macs, "rows": rows, "gap": gap, "max_std": spread, "qualifies": qualifies,
               "wall_s": round(time.time() - t0, 1)}

@@ -1,0 +1,96 @@
+"""Searched vs uniform vs criterion-pruned networks at equal MACs, trained from scratch (issue 12).
+
+The protocol is pre-registered in BENCHMARKS.md ("Second attempt"): in the chosen regime, meta-train
+a PruningNet (quickstart config at the regime's width), run a Pareto search (quickstart search
+config), and at each budget (30% and 60% of the full network's MACs) export the searched pick, prune
+random / l1 / bn / taylor networks to the pick's MACs from one full-width network (seed 0, the
+regime's recipe), and train all of them plus the uniform baseline with seeds 0..S-1 (Scratch-E).
+
+    .venv/bin/python benchmarks/bench_criteria.py --width-mult 0.125 --epochs 8 --train-images 3500 \\
+        --seeds 5 --out /tmp/criteria --json benchmarks/results/criteria.json
+
+Every step is a `metaprune` command, so this is also an end-to-end check of the CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pruningnet.cost import cost_model
+
+REPO = Path(__file__).resolve().parents[1]
+CRITERIA = "random,l1,bn,taylor"
+
+
+def mp(*args: str) -> str:
+    cmd = [sys.executable, "-m", "metaprune", *map(str, args)]
+    print("$ metaprune " + " ".join(map(str, args)), flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"failed ({r.returncode}): {r.stderr[-3000:]}")
+    return r.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width-mult", type=float, required=True)
+    ap.add_argument("--epochs", type=int, required=True)
+    ap.add_argument("--train-images", type=int, required=True)
+    ap.add_argument("--test-images", type=int, default=1000)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--fractions", default="0.3,0.6")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    t0 = time.time()
+    out = Path(args.out)
+    run = out / "run"
+    recipe = ["--recipe", "smoke", "--set", f"recipe.max_train_images={args.train_images}",
+              "--set", f"recipe.max_test_images={args.test_images}", "--set", f"recipe.epochs={args.epochs}"]
+    if args.lr is not None:
+        recipe += ["--set", f"recipe.lr={args.lr}"]
+    if not (run / "pruningnet.pt").is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        mp("train-pruningnet", "-c", "quickstart", "--run-dir", run, "--quiet",
+           "--set", f"space.options.width_mult={args.width_mult}")
+    if not (run / "search" / "front.json").is_file():
+        mp("search", run, "-c", "quickstart", "--strategy", "pareto", "--quiet", "--overwrite")
+    from metaprune.runs import open_run
+
+    space = open_run(run).space
+    full = int(cost_model(space).macs(space.max_channels())[0])
+    report = {"regime": vars(args), "full_macs": full, "budgets": []}
+    for frac in (float(f) for f in args.fractions.split(",")):
+        budget = int(frac * full)
+        searched = out / f"searched-{frac:.2f}.json"
+        mp("export", run, "--max-macs", budget, "-o", searched)
+        doc = json.loads(mp("baseline", run, "--criteria", CRITERIA, "--like", searched, *recipe, "--json"))
+        specs = [searched] + [b["file"] for b in doc["baselines"]]
+        mp("train", run, *sum((["--spec", s] for s in specs), []), *recipe, "--seeds", args.seeds,
+           "--epochs", args.epochs, "--quiet")
+        rows = json.loads((run / "train" / "results.json").read_text())["results"]
+        shutil.copy(run / "train" / "results.json", out / f"results-{frac:.2f}.json")
+        keep = ("name", "kind", "macs", "params", "proxy_top1", "test_top1", "test_top1_std",
+                "test_top1_per_seed", "delta_top1", "delta_p", "channels")
+        report["budgets"].append({"fraction": frac, "budget": budget,
+                                  "rows": [{k: r.get(k) for k in keep} for r in rows]})
+        print(mp("report", run), flush=True)
+    report["wall_s"] = round(time.time() - t0, 1)
+    Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    for b in report["budgets"]:
+        print(f"\n{100 * b['fraction']:.0f}% of full MACs ({b['budget']:,}):")
+        for r in b["rows"]:
+            d = "" if r["delta_top1"] is None else f"  diff {100 * r['delta_top1']:+.2f}"
+            p = "" if r["delta_p"] is None else f" (p {r['delta_p']:.3f})"
+            print(f"  {r['kind']:9s} {r['name']:32s} {r['macs']:>10,d}  {100 * r['test_top1']:.2f} +- "
+                  f"{100 * r['test_top1_std']:.2f}{d}{p}")
+
+
+if __name__ == "__main__":
+    main()
