@@ -18,6 +18,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Modu
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch counts equally
     model.train()
-    for x in batches:
-        model(x)
+    device = next(model.parameters()).device
+    for x in batches:  # batches may live in host memory: one at a time goes to the model's device
+        model(x.to(device, non_blocking=True))
     return model.eval()

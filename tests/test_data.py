@@ -78,10 +78,26 @@ def test_imagefolder_loader(tmp_path):
             for i in range(6 if split == "train" else 2):
                 Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
                     tmp_path / split / c / f"{i}.png")
-    d = load_data("imagefolder", root=str(tmp_path), seed=0, search_per_class=2, image_size=32)
-    assert d.num_classes == 2 and d.info == {"train": 8, "search": 4, "test": 4}
-    x, y = next(d.train.batches(4, shuffle=True, augment=True, generator=torch.Generator().manual_seed(0)))
-    assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+    from torchvision.datasets import folder
+
+    scans = []
+    real = folder.make_dataset
+    folder.make_dataset = lambda *a, **k: scans.append(a[0]) or real(*a, **k)
+    try:
+        d = load_data("imagefolder", root=str(tmp_path), seed=0, search_per_class=2, image_size=32)
+        assert d.num_classes == 2 and d.info == {"train": 8, "search": 4, "test": 4}
+        x, y = next(d.train.batches(4, shuffle=True, augment=True, generator=torch.Generator().manual_seed(0)))
+        assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+        for split in (d.train, d.search, d.test):  # every split, twice: no rescans (issue 15)
+            for _ in range(2):
+                assert sum(len(b[1]) for b in split.batches(3)) == len(split)
+        sub = d.train.subset(np.array([0, 2, 5]))  # scratch training's image cap
+        xs, ys = next(sub.batches(8))
+        assert len(sub) == 3 and xs.shape == (3, 3, 32, 32)
+        assert ys.tolist() == [d.train.samples[i][1] for i in d.train.indices[[0, 2, 5]]]
+    finally:
+        folder.make_dataset = real
+    assert len(scans) == 2, scans  # train/ and val/, once each
     with pytest.raises(UserError, match="no val/ folder"):
         (tmp_path / "val").rename(tmp_path / "v")
         load_data("imagefolder", root=str(tmp_path))

@@ -248,3 +248,17 @@ def test_a_run_refuses_data_whose_splits_changed(smoke_run, cli, tmp_path):
     code, _, err = cli("evaluate", str(run), "--uniform", "1.0")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "search split" in err and "differ" in err
+
+
+def test_bn_batches_stay_in_host_memory_whatever_the_device(smoke_run):
+    """Issue 15: BN re-estimation batches are held on the host and streamed to the model one at a
+    time, never all on the device (15 GB per evaluator for the ImageNet config)."""
+    from metaprune.evaluation import bn_batches, generate
+    from metaprune.runs import open_run
+
+    run = open_run(smoke_run)
+    data = run.load_data()
+    batches = bn_batches(data, 2, 16, 0, "cuda")
+    assert len(batches) == 2 and all(x.device.type == "cpu" and x.shape[0] == 16 for x in batches)
+    model = generate(run.load_pruningnet(), run.space.max_channels(), data, batches=batches)
+    assert not model.training

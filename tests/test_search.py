@@ -178,3 +178,24 @@ def test_existing_search_is_not_replaced_silently(searched, budget, cli):
     assert code == 2 and "--resume" in err and "--overwrite" in err
     code, _, err = cli("search", searched, "--resume", "--set", "generations=5")
     assert code == 2 and "--resume" in err
+
+
+
+def test_ray_requests_the_cluster_cannot_meet_are_refused_not_queued(smoke_run, budget, tmp_path, ray_cluster,
+                                                                     cli, tree_hash):
+    """Ray queues an actor or trial it can never place without an error; we refuse it in one line."""
+    from metaprune.runs import open_run
+    from metaprune.specfile import save_spec
+    from pruningnet import make_spec
+
+    run = copy_run(smoke_run, tmp_path / "r")
+    before = tree_hash(run)
+    code, out, err = cli("search", run, "--max-macs", budget["macs"], "-c", SMOKE, "--quiet", "--workers", 5)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--workers 5 needs 5 CPU(s) (1 per actor) but the Ray cluster has 2" in err, err
+    assert tree_hash(run) == before and ray_cluster.is_initialized()
+    sp = open_run(run).space
+    spec = save_spec(make_spec(sp, sp.max_channels()), tmp_path / "s.json")
+    code, _, err = cli("train", run, "--spec", spec, "--recipe", "smoke", "--cpus-per-trial", 3)
+    assert code == 2 and "--cpus-per-trial 3 / --gpus-per-trial 0 needs 3 CPU(s) (for one trial)" in err, err
+    assert not (run / "train" / "plan.json").exists()

@@ -129,6 +129,9 @@ def test_token_host_origin_and_size(setup, tree_hash):
         assert client.get("/api/runs").status_code == 200
         assert "plotly-basic.min.js" in client.get("/").text
         assert client.get("/static/vendor/plotly-basic.min.js").status_code == 200
+        docs = client.get("/docs").text  # the API page needs no CDN either
+        assert "/static/vendor/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+        assert client.get("/openapi.json").json()["info"]["title"] == "metaprune"
         body = {"name": "x", "config": "nope"}
         r = client.post("/api/runs", json=body, headers={"Origin": "http://evil.example"})
         assert r.status_code == 403 and r.json()["field"] == "Origin"

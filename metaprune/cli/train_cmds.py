@@ -84,6 +84,12 @@ def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: st
     try:
         if not resume:
             gpus = default_gpus_per_trial() if gpus_per_trial is None else gpus_per_trial
+        from ..ray_resources import require
+
+        # one trial must fit the cluster, or Ray Tune leaves it pending forever
+        require(f"--cpus-per-trial {cpus_per_trial:g} / --gpus-per-trial {gpus:g}", cpus=cpus_per_trial,
+                gpus=gpus, each="for one trial")
+        if not resume:
             trials = trial_configs(cands, cfg, budget, epochs, seeds, cpus_per_trial, gpus)
             name = new_experiment_name(run / "train" / "ray")
             write_json(_plan_path(run), {"experiment": name, "budget": budget, "config": to_dict(cfg),

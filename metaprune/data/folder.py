@@ -1,7 +1,7 @@
 """ImageNet-layout folders (``root/train/CLASS/*.jpg``, ``root/val/CLASS/*.jpg``), streamed from disk."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -16,21 +16,57 @@ from .splits import DataSplits, stratified_carve
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+def default_workers() -> int:
+    """DataLoader workers: the CPUs this process may use, at most 8 (``METAPRUNE_MAX_THREADS`` caps it)."""
+    import os
+
+    from ..threads import max_threads
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    cap = max_threads()
+    return max(0, min(8, cpus, cap if cap is not None else cpus))
+
+
+class _Images(torch.utils.data.Dataset):
+    """``samples[indices]`` (path, label) decoded with PIL and transformed: no folder scan."""
+
+    def __init__(self, samples: list[tuple[str, int]], indices: np.ndarray, transform):
+        self.samples, self.indices, self.transform = samples, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        from torchvision.datasets.folder import default_loader
+
+        path, label = self.samples[int(self.indices[i])]
+        return self.transform(default_loader(path)), label
+
+
 @dataclass
 class FolderSplit:
-    """A subset of an ImageFolder with train-time or eval-time transforms."""
+    """A subset of an image folder with train-time or eval-time transforms. The folder is scanned once
+    (``samples``, shared by every split of it); batches decode only the images they use."""
 
     root: str
     indices: np.ndarray
     image_size: int
     train_transforms: bool
-    workers: int = 2
+    samples: list = field(default_factory=list, repr=False)
+    workers: int = field(default_factory=default_workers)
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def subset(self, index: np.ndarray) -> "FolderSplit":
+        """The images at positions ``index`` of this split (scratch training's image caps)."""
+        return replace(self, indices=self.indices[np.asarray(index, dtype=np.int64)])
+
     def _dataset(self, augment: bool):
-        from torchvision import datasets, transforms as T
+        from torchvision import transforms as T
 
         norm = T.Normalize(*IMAGENET_STATS)
         if augment:
@@ -38,7 +74,7 @@ class FolderSplit:
         else:
             resize = int(round(self.image_size / 0.875))
             tf = T.Compose([T.Resize(resize), T.CenterCrop(self.image_size), T.ToTensor(), norm])
-        return Subset(datasets.ImageFolder(self.root, transform=tf), self.indices.tolist())
+        return _Images(self.samples, self.indices, tf)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
@@ -72,8 +108,9 @@ def load_imagefolder(root: str | None, rng: np.random.Generator, search_per_clas
     if test_all.classes != train_all.classes:
         raise UserError(f"imagefolder {root!r}: val/ classes differ from train/ classes")
     test_idx = np.arange(len(test_all))
-    return DataSplits("imagefolder", FolderSplit(str(train_dir), train_idx, image_size, True),
-                      FolderSplit(str(train_dir), search_idx, image_size, False),
-                      FolderSplit(str(val_dir), test_idx, image_size, False),
+    train_samples, test_samples = list(train_all.samples), list(test_all.samples)  # the one scan of each
+    return DataSplits("imagefolder", FolderSplit(str(train_dir), train_idx, image_size, True, train_samples),
+                      FolderSplit(str(train_dir), search_idx, image_size, False, train_samples),
+                      FolderSplit(str(val_dir), test_idx, image_size, False, test_samples),
                       len(train_all.classes), 3, image_size,
                       {"train": len(train_idx), "search": len(search_idx), "test": len(test_idx)})

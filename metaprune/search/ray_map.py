@@ -50,17 +50,38 @@ class RayActorMap:
             except ConnectionError as e:
                 raise UserError(f"--address {address!r}: cannot reach a Ray cluster ({e})") from None
             self._started = True
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.actors = []
+        try:
+            self._start(ray, run_path, settings, workers, device)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, ray, run_path, settings: ProxySettings, workers: int | None, device: str) -> None:
+        from ..ray_resources import actor_start_timeout_s, require
+
+        total = ray.cluster_resources()
+        gpus = int(total.get("GPU", 0))
+        if device == "cuda" and gpus == 0:
+            raise UserError("--device cuda: the Ray cluster has no GPU; accepted: --device cpu or auto, or a "
+                            "cluster with GPUs (--address)")
         use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
         if workers is None:
-            workers = gpus if use_gpu else int(ray.cluster_resources().get("CPU", 1))
+            workers = gpus if use_gpu else int(total.get("CPU", 1))
         if workers < 1:
             raise UserError(f"--workers {workers} must be >= 1")
+        require(f"--workers {workers}", cpus=workers, gpus=workers if use_gpu else 0, each="1 per actor")
         actor_cls = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)(_Evaluator)
         self.workers = workers
         self.actors = [actor_cls.remote(str(Path(run_path).resolve()), settings.to_dict(),
                                         "cuda" if use_gpu else "cpu") for _ in range(workers)]
-        ray.get([a.ready.remote() for a in self.actors])  # every actor has loaded the PruningNet
+        timeout = actor_start_timeout_s()
+        try:  # every actor has loaded the PruningNet, or we say why not instead of waiting forever
+            ray.get([a.ready.remote() for a in self.actors], timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise UserError(f"--workers {workers}: the evaluation actors did not start within {timeout:g} s "
+                            "(busy cluster, or resources held by other jobs); accepted: fewer --workers, or set "
+                            "METAPRUNE_RAY_START_TIMEOUT to wait longer") from None
         self.pool = ray.util.ActorPool(self.actors)
 
     def __call__(self, fn: Callable, items: Iterable) -> list:
@@ -75,3 +96,4 @@ class RayActorMap:
         self.actors = []
         if self._started:
             ray.shutdown()
+            self._started = False

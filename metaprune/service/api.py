@@ -164,7 +164,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
         jobs.stop(kill=True)
         db.close()
 
-    app = FastAPI(title="metaprune", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="metaprune", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Channel search under MACs budgets (MACs: multiply-accumulates of conv and "
                               "linear layers, BN folded; the pruning papers' \"FLOPs\"). Every route needs "
                               "the token of the runs directory's `service-token` file.")
@@ -299,6 +299,16 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        """The OpenAPI page, with Swagger UI served from this server (no CDN)."""
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="metaprune API",
+                                   swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/vendor/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
 
     # ---- spaces and configs ------------------------------------------------------------------------
     @app.get("/api/spaces")
