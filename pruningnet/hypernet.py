@@ -102,21 +102,39 @@ class PruningNet(nn.Module):
         vals = [resolve(r, channels) / _max(r, self.space) for r in (node.in_ch, out_ref)]
         return torch.tensor(vals, dtype=self.fc_bias.dtype, device=self.fc_bias.device)
 
-    def layer_weight(self, node: Conv | Classifier, channels: Mapping[str, int]) -> torch.Tensor:
-        """The generated weight of one layer, cropped to ``channels``."""
+    def ratio_table(self, channels: Mapping[str, int]) -> dict:
+        """Every layer's generator input at once: built on the host and copied to the device in one
+        transfer (per-layer tensors would cost one host-to-device copy and sync per layer on a GPU)."""
+        nodes = list(self._paths)
+        vals = []
+        for node in nodes:
+            out_ref = node.num_classes if isinstance(node, Classifier) else node.out_ch
+            vals.append([resolve(r, channels) / _max(r, self.space) for r in (node.in_ch, out_ref)])
+        table = torch.tensor(vals, dtype=self.fc_bias.dtype)
+        device = self.fc_bias.device
+        if device.type != "cpu":
+            table = table.pin_memory().to(device, non_blocking=True)
+        return {node: table[i] for i, node in enumerate(nodes)}
+
+    def layer_weight(self, node: Conv | Classifier, channels: Mapping[str, int],
+                     ratios: dict | None = None) -> torch.Tensor:
+        """The generated weight of one layer, cropped to ``channels`` (``ratios``: from
+        :meth:`ratio_table`, to avoid building this layer's input alone)."""
         gen = self.generators[self._paths[node]]
+        r = ratios[node] if ratios is not None else self._ratios(node, channels)
         cin = resolve(node.in_ch, channels)
         if isinstance(node, Classifier):
-            w = gen(self._ratios(node, channels), node.num_classes, cin).flatten(1)
+            w = gen(r, node.num_classes, cin).flatten(1)
             return w - w.mean(dim=1, keepdim=True) if self.center_classifier else w
         cout = resolve(node.out_ch, channels)
-        return gen(self._ratios(node, channels), cout, 1 if node.depthwise else cin)
+        return gen(r, cout, 1 if node.depthwise else cin)
 
     def generate_weights(self, channels: Mapping[str, int]) -> dict[str, torch.Tensor]:
         """State-dict entries (conv and linear weights, linear bias) of :func:`build_model`'s network."""
         out = {}
+        ratios = self.ratio_table(channels)
         for path, node in static_paths(self.space.nodes):
-            w = self.layer_weight(node, channels)
+            w = self.layer_weight(node, channels, ratios)
             if isinstance(node, Classifier):
                 out[f"{path}.weight"] = w
                 out[f"{path}.bias"] = self.fc_bias
@@ -132,7 +150,9 @@ class PruningNet(nn.Module):
         their defaults: re-estimate them with :func:`pruningnet.bn.recalibrate_bn` before use.
         """
         spec = make_spec(self.space, dict(channels))
-        model = build_model(spec).to(self.fc_bias.device)
+        with torch.device("meta"):  # no allocation and no random init: every tensor is set below
+            model = build_model(spec)
+        model = model.to_empty(device=self.fc_bias.device)
         weights = {k: v.detach().clone() for k, v in self.generate_weights(spec.channels).items()}
         missing, unexpected = model.load_state_dict(weights, strict=False)
         assert not unexpected, unexpected
@@ -140,26 +160,32 @@ class PruningNet(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+                m.reset_running_stats()
+        bn_keys = {f"{name}.{k}" for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
+                   for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+        left = set(missing) - bn_keys
+        assert not left, left  # nothing may keep the uninitialised memory of to_empty
         return model
 
     # --- forward -----------------------------------------------------------------------------
-    def _conv(self, x: torch.Tensor, c: Conv, channels: Mapping[str, int]) -> torch.Tensor:
-        w = self.layer_weight(c, channels)
+    def _conv(self, x: torch.Tensor, c: Conv, channels: Mapping[str, int], ratios: dict) -> torch.Tensor:
+        w = self.layer_weight(c, channels, ratios)
         groups = w.shape[0] if c.depthwise else 1
         x = F.conv2d(x, w, None, c.stride, c.padding, 1, groups)
         x = F.batch_norm(x, None, None, training=True)
         return _ACT[c.act](x)
 
     def forward(self, x: torch.Tensor, channels: Mapping[str, int]) -> torch.Tensor:
+        ratios = self.ratio_table(channels)
         for node in self.space.nodes:
             if isinstance(node, Conv):
-                x = self._conv(x, node, channels)
+                x = self._conv(x, node, channels, ratios)
             elif isinstance(node, Block):
                 y = x
                 for c in node.convs:
-                    y = self._conv(y, c, channels)
+                    y = self._conv(y, c, channels, ratios)
                 if node.residual:
-                    y = y + (self._conv(x, node.shortcut, channels) if node.shortcut is not None else x)
+                    y = y + (self._conv(x, node.shortcut, channels, ratios) if node.shortcut is not None else x)
                 x = _ACT[node.act](y)
             elif isinstance(node, MaxPool):
                 x = F.max_pool2d(x, node.kernel, node.stride, node.padding)
@@ -167,5 +193,5 @@ class PruningNet(nn.Module):
                 x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
                 if node.dropout and self.training:
                     x = F.dropout(x, node.dropout, training=True)
-                x = F.linear(x, self.layer_weight(node, channels), self.fc_bias)
+                x = F.linear(x, self.layer_weight(node, channels, ratios), self.fc_bias)
         return x

@@ -1,5 +1,6 @@
 """``metaprune serve``: the API with FastAPI's TestClient and with a real server process, real
-subprocess jobs on a smoke run, SQLite state across a kill -9 of the server."""
+subprocess jobs on a smoke run, SQLite state across a kill -9 of the server, and the page in a real
+browser."""
 from __future__ import annotations
 
 import json
@@ -46,59 +47,133 @@ def _wait(client, job_id, timeout=240):
         time.sleep(0.3)
 
 
-def test_search_job_front_and_exports(client, runs_dir):
-    """Start a search on a smoke run, poll it to done, read its progress events and front, export the
-    best candidate under a budget (its MACs checked with count_cost) and one as ONNX."""
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def live(smoke_run, tmp_path_factory):
+    """A real ``metaprune serve`` over a copy of the smoke run, shared by the page and API tests."""
+    runs = tmp_path_factory.mktemp("live") / "runs"
+    runs.mkdir()
+    shutil.copytree(smoke_run, runs / "smoke", ignore=shutil.ignore_patterns("search", "train", "exports"))
+    srv = Server(runs)
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it "
+                                             "with apt-get where apt is available; it was not here)")
+def test_page_launch_search_hover_select_download(live, tmp_path):
+    """A real browser (Debian's headless Chromium driven by Playwright, never `playwright install`):
+    open the page with the token, launch a search on a smoke run, wait for it, hover a front point and
+    read the tooltip, select it and download its export."""
+    from playwright.sync_api import sync_playwright
+
+    srv = live
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1100}, accept_downloads=True)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{srv.base}/?token={srv.token}")
+        page.wait_for_selector("#runs a[href='#/run/smoke']")
+        page.click("#runs a[href='#/run/smoke']")
+
+        page.wait_for_selector("#search-form")
+        page.fill("#search-form [name=max_macs]", "15M")
+        page.select_option("#search-form [name=strategy]", "pareto")
+        page.select_option("#search-form [name=config]", "smoke")
+        page.click("#search-start")
+        page.wait_for_function("document.querySelector('#search-state')?.textContent.trim() === 'running'",
+                               timeout=60_000)
+        page.wait_for_function("document.querySelector('#search-state')?.textContent.trim() === 'done'",
+                               timeout=240_000)
+        # the front, then the uniform-width baselines scored once the search is done
+        page.wait_for_function("document.querySelector('#front')?.textContent.includes('uniform width')",
+                               timeout=120_000)
+        page.wait_for_timeout(500)
+
+        front = srv.request("GET", "/api/runs/smoke/front")[1]["front"]
+        pos = page.evaluate("metaprunePointPosition(0)")
+        page.mouse.move(pos["x"], pos["y"])
+        page.wait_for_selector(".hoverlayer .hovertext", timeout=10_000)
+        tip = page.text_content(".hoverlayer .hovertext")
+        cand = next(c for c in front if c["id"] == pos["id"])
+        assert f"id {cand['id']}" in tip and "MACs" in tip and "proxy top-1" in tip, tip
+        assert f"{100 * cand['top1']:.2f}%" in tip and "channels [" in tip, tip
+
+        page.mouse.click(pos["x"], pos["y"])
+        page.wait_for_function(f"document.querySelector('#selected')?.textContent.includes('candidate {cand['id']}')")
+        with page.expect_download() as dl:
+            page.click("#export-json")
+        spec = json.loads(open(dl.value.path()).read())
+        assert spec["channels"] == cand["channels"] and spec["metrics"]["macs"] == cand["macs"]
+
+        shot = os.environ.get("METAPRUNE_SCREENSHOT") or str(tmp_path / "run-page.png")
+        page.screenshot(path=shot, full_page=True)
+        assert not errors, errors
+        browser.close()
+
+
+def test_search_job_events_front_and_exports(live):
+    """The search (the page's, or one started here when there is no browser): its state and progress
+    events by polling and by server-sent events, the front as `pareto --json` gives it, the best
+    candidate under a budget exported (MACs checked with count_cost) and one as ONNX."""
+    import urllib.request
+
+    import onnx
     from pruningnet import count_cost
 
     from metaprune.specfile import load_spec
 
-    r = client.post("/api/runs/smoke/searches", headers=AUTH,
-                    json={"config": "smoke", "strategy": "pareto"})
-    assert r.status_code == 202, r.json()
-    job = _wait(client, r.json()["id"])
+    srv, runs_dir = live, live.runs_dir
+    jobs = srv.request("GET", "/api/jobs?run=smoke")[1]["jobs"]
+    if not any(j["kind"] == "search" and j["state"] == "done" for j in jobs):
+        status, job = srv.request("POST", "/api/runs/smoke/searches", {"config": "smoke", "strategy": "pareto"})
+        assert status == 202, job
+        srv.wait_job(job["id"])
+        jobs = srv.request("GET", "/api/jobs?run=smoke")[1]["jobs"]
+    job = next(j for j in jobs if j["kind"] == "search")
     assert job["state"] == "done", job
     assert job["threads"] == 2 and job["command"].startswith("metaprune search ")
-    events = client.get(f"/api/events?job={job['id']}", headers=AUTH).json()["events"]
+    events = srv.request("GET", f"/api/events?job={job['id']}")[1]["events"]
     gens = [e["data"]["generation"] for e in events if e["type"] == "progress" and "generation" in e["data"]]
     assert gens == sorted(gens) and gens[-1] == 3, events
     assert [e["data"]["state"] for e in events if e["type"] == "state"] == ["queued", "running", "done"]
-    assert client.get(f"/api/events?job={job['id']}&after={events[-2]['id']}", headers=AUTH).json()["events"] \
-        == events[-1:]
-    r = client.get(f"/api/events/stream?job={job['id']}&after={events[0]['id']}&max_s=0.3", headers=AUTH)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-    sse = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert srv.request("GET", f"/api/events?job={job['id']}&after={events[-2]['id']}")[1]["events"] == events[-1:]
+    req = urllib.request.Request(f"{srv.base}/api/events/stream?job={job['id']}&after={events[0]['id']}&max_s=0.3",
+                                 headers={"Authorization": f"Bearer {srv.token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        sse = [json.loads(line[6:]) for line in r.read().decode().splitlines() if line.startswith("data: ")]
     assert sse == events[1:]  # the same events as the polling fallback, in order
 
-    doc = client.get("/api/runs/smoke/front?baselines=1", headers=AUTH).json()
+    doc = srv.request("GET", "/api/runs/smoke/front?baselines=1")[1]
     assert {"run", "strategy", "budgets", "objectives", "front", "baselines"} <= set(doc)
     assert len(doc["candidates"]) == 24 and doc["finished"] is True and len(doc["baselines"]) == 1
     front = doc["front"]
     assert front and all(f["id"] in {c["id"] for c in doc["candidates"]} for f in front)
 
     budget = sorted(c["macs"] for c in front)[len(front) // 2]
-    r = client.get(f"/api/runs/smoke/export?max_macs={budget}", headers=AUTH)
-    assert r.status_code == 200, r.text
+    status, spec_doc = srv.request("GET", f"/api/runs/smoke/export?max_macs={budget}")
+    assert status == 200, spec_doc
     fits = [c for c in doc["candidates"] if c["macs"] <= budget]
     best = min(fits, key=lambda c: (-c["top1"], c["macs"], c["id"]))
-    assert int(r.headers["X-Metaprune-Candidate"]) == best["id"]
     spec_file = runs_dir / "smoke" / "exports" / f"candidate-{best['id']}.json"
-    assert json.loads(r.content) == json.loads(spec_file.read_text())
+    assert spec_doc == json.loads(spec_file.read_text())
     assert count_cost(load_spec(spec_file))["macs"] == best["macs"] <= budget
 
-    r = client.get(f"/api/runs/smoke/export?candidate={front[0]['id']}&format=onnx", headers=AUTH)
-    assert r.status_code == 200 and r.headers["content-disposition"].startswith("attachment")
-    import onnx
-
-    model = onnx.load_from_string(r.content)
+    status, blob = srv.request("GET", f"/api/runs/smoke/export?candidate={front[0]['id']}&format=onnx")
+    assert status == 200
+    model = onnx.load_from_string(blob)
     opts = json.loads((runs_dir / "smoke" / "space.json").read_text())["options"]
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
     assert dims == [opts["in_channels"], opts["input_size"], opts["input_size"]]
 
-    runs = client.get("/api/runs", headers=AUTH).json()["runs"]
+    runs = srv.request("GET", "/api/runs")[1]["runs"]
     assert runs[0]["name"] == "smoke" and runs[0]["search"]["state"] == "done"
-    shown = client.get("/api/runs/smoke", headers=AUTH).json()
-    assert shown["curve"] and shown["config"]["seed"] == 0 and shown["jobs"][0]["id"] == job["id"]
+    shown = srv.request("GET", "/api/runs/smoke")[1]
+    assert shown["curve"] and shown["config"]["seed"] == 0 and any(j["id"] == job["id"] for j in shown["jobs"])
 
 
 def test_failed_job_shows_its_one_line_error(client, runs_dir):
