@@ -121,7 +121,7 @@ def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: st
 @json_option
 def report(run_dir: str, as_json: bool) -> None:
     """Print RUN's scratch-training results and plot proxy vs scratch top-1 (Kendall's tau)."""
-    from ..training.report import format_table, kendall, plot
+    from ..training.report import format_table, kendall, plot, plot_budgets
     from ..training.results import read_results, results_path
 
     run = Path(run_dir)
@@ -133,11 +133,15 @@ def report(run_dir: str, as_json: bool) -> None:
                         "run `metaprune train` first")
     tau = kendall(rows)
     png = plot(rows, run / "train" / "report.png", tau)
+    budgets_png = plot_budgets(rows, run / "train" / "budgets.png")
     if as_json:
-        echo_json({"results": rows, "kendall": tau, "plot": str(png) if png else None})
+        echo_json({"results": rows, "kendall": tau, "plot": str(png) if png else None,
+                   "budgets_plot": str(budgets_png) if budgets_png else None})
         return
     click.echo(format_table(rows))
     t = tau["tau"]
     click.echo(f"Kendall's tau (proxy vs scratch top-1): {'-' if t is None else f'{t:.3f}'} over {tau['n']} network(s)")
     if png:
         click.echo(f"plot: {png}")
+    if budgets_png:
+        click.echo(f"per-budget plot: {budgets_png}")

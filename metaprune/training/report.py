@@ -88,3 +88,42 @@ def plot(rows: list[dict], path: str | Path, tau: dict) -> Path | None:
     out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
     plt.close(fig)
     return out
+
+
+def plot_budgets(rows: list[dict], path: str | Path) -> Path | None:
+    """Test top-1 (mean +- std over seeds) of every network, one panel per budget (the networks
+    sharing a uniform baseline), coloured by kind; None if nothing finished."""
+    groups: dict = {}
+    for r in rows:
+        if r.get("test_top1") is None:
+            continue
+        key = r["name"] if r.get("kind") == "baseline" else r.get("baseline")
+        groups.setdefault(key, []).append(r)
+    if not groups:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import atomic_write
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 + 2.2 * max(len(g) for g in groups.values()) * len(groups)
+                                                      / 3, 3.6), squeeze=False)
+    colours = {"searched": "#2563eb", "baseline": "#f59e0b"}
+    for ax, (key, members) in zip(axes[0], groups.items()):
+        members.sort(key=lambda r: (r.get("kind") == "baseline", r.get("kind") != "searched", r["name"]))
+        x = range(len(members))
+        ax.bar(x, [100 * r["test_top1"] for r in members], yerr=[100 * (r.get("test_top1_std") or 0) for r in members],
+               color=[colours.get(r["kind"], "#9ca3af") for r in members], capsize=3)
+        ax.set_xticks(list(x), [r["kind"] for r in members], rotation=45, ha="right", fontsize=8)
+        lo = min(100 * (r["test_top1"] - (r.get("test_top1_std") or 0)) for r in members)
+        hi = max(100 * (r["test_top1"] + (r.get("test_top1_std") or 0)) for r in members)
+        ax.set_ylim(max(0, lo - 2), min(100, hi + 1))
+        macs = max(r["macs"] for r in members)
+        ax.set_title(f"<= {format_count(macs)} MACs", fontsize=9)
+    axes[0][0].set_ylabel("test top-1 % (mean, std over seeds)")
+    fig.tight_layout()
+    out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+    return out
