@@ -27,11 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 CRITERIA = "random,l1,bn,taylor"
 
 
-def mp(*args: str) -> str:
+def mp(*args: str, check: bool = True) -> str | None:
     cmd = [sys.executable, "-m", "metaprune", *map(str, args)]
     print("$ metaprune " + " ".join(map(str, args)), flush=True)
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
+        if not check:
+            print(r.stderr.strip(), flush=True)
+            return None
         raise SystemExit(f"failed ({r.returncode}): {r.stderr[-3000:]}")
     return r.stdout
 
@@ -44,7 +47,8 @@ def main() -> None:
     ap.add_argument("--test-images", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--fractions", default="0.3,0.6")
+    ap.add_argument("--fractions", default="0.6,0.3",
+                    help="budgets as fractions of the full MACs, largest first (see the constrained fallback)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
@@ -69,7 +73,14 @@ def main() -> None:
     for frac in (float(f) for f in args.fractions.split(",")):
         budget = int(frac * full)
         searched = out / f"searched-{frac:.2f}.json"
-        mp("export", run, "--max-macs", budget, "-o", searched)
+        how = "pareto"
+        if mp("export", run, "--max-macs", budget, "-o", searched, check=False) is None:
+            # the Pareto front does not reach this budget: MetaPruning's constrained search at it
+            # (replaces the Pareto search, hence budgets largest first)
+            how = "constrained"
+            mp("search", run, "-c", "quickstart", "--strategy", "constrained", "--max-macs", budget, "--quiet",
+               "--overwrite")
+            mp("export", run, "--max-macs", budget, "-o", searched)
         doc = json.loads(mp("baseline", run, "--criteria", CRITERIA, "--like", searched, *recipe, "--json"))
         specs = [searched] + [b["file"] for b in doc["baselines"]]
         mp("train", run, *sum((["--spec", s] for s in specs), []), *recipe, "--seeds", args.seeds,
@@ -78,7 +89,7 @@ def main() -> None:
         shutil.copy(run / "train" / "results.json", out / f"results-{frac:.2f}.json")
         keep = ("name", "kind", "macs", "params", "proxy_top1", "test_top1", "test_top1_std",
                 "test_top1_per_seed", "delta_top1", "delta_p", "channels")
-        report["budgets"].append({"fraction": frac, "budget": budget,
+        report["budgets"].append({"fraction": frac, "budget": budget, "search": how,
                                   "rows": [{k: r.get(k) for k in keep} for r in rows]})
         print(mp("report", run), flush=True)
     report["wall_s"] = round(time.time() - t0, 1)
