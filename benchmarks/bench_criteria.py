@@ -5,6 +5,9 @@ a PruningNet (quickstart config at the regime's width), run a Pareto search (qui
 config), and at each budget (30% and 60% of the full network's MACs) export the searched pick, prune
 random / l1 / bn / taylor networks to the pick's MACs from one full-width network (seed 0, the
 regime's recipe), and train all of them plus the uniform baseline with seeds 0..S-1 (Scratch-E).
+Where the Pareto front has no candidate under a budget, the searched network comes from MetaPruning's
+constrained search at that budget (a deviation from the pre-registered text, made before any
+network was trained; BENCHMARKS.md says so).
 
     .venv/bin/python benchmarks/bench_criteria.py --width-mult 0.125 --epochs 8 --train-images 3500 \\
         --seeds 5 --out /tmp/criteria --json benchmarks/results/criteria.json
