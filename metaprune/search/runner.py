@@ -160,29 +160,31 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
     meta = {"run": str(run.path), "space": space.name, "strategy": cfg.strategy, "budgets": budgets,
             "seed": seed, "config": to_dict(cfg), "proxy": proxy.to_dict(), "pruningnet": fingerprint}
 
-    with search_lock(run.path), _replacing(search_dir(run.path), active=saved is None) as replaced:
-        ray_map = None
-        if workers is not None or address is not None:
-            from .ray_map import RayActorMap
+    ray_map = None
+    if workers is not None or address is not None:
+        from .ray_map import RayActorMap
 
-            ray_map = RayActorMap(run.path, proxy, workers=workers, address=address, device=device)
-            fitness, map_fn = _remote_only, ray_map
-        else:
-            fitness, map_fn = ProxyScorer(run.path, proxy, device=device), map
-        problem = Problem(probe.choices, cost_fn, fitness, budgets)
-        start_count = len(saved["evolution"]["candidates"]) if saved else 0
-        t0 = time.perf_counter()
+        # before the lock: a request the Ray cluster cannot meet is refused with the run untouched
+        ray_map = RayActorMap(run.path, proxy, workers=workers, address=address, device=device)
+    try:
+        with search_lock(run.path), _replacing(search_dir(run.path), active=saved is None) as replaced:
+            if ray_map is not None:
+                fitness, map_fn = _remote_only, ray_map
+            else:
+                fitness, map_fn = ProxyScorer(run.path, proxy, device=device), map
+            problem = Problem(probe.choices, cost_fn, fitness, budgets)
+            start_count = len(saved["evolution"]["candidates"]) if saved else 0
+            t0 = time.perf_counter()
 
-        def on_generation(state: dict) -> None:
-            write_generation(run.path, state, meta, space.unit_names)
-            replaced.commit()  # the new search has a generation on disk: the old one can go
-            if progress is not None:
-                log = state["logbook"][-1]
-                progress(f"generation {log['gen'] + 1}/{settings.generations}: {log['evals']} new, "
-                         f"{log['evaluated']} evaluated, best proxy top-1 {100 * log['best_score']:.2f}%, "
-                         f"front of {log['front_size']}")
+            def on_generation(state: dict) -> None:
+                write_generation(run.path, state, meta, space.unit_names)
+                replaced.commit()  # the new search has a generation on disk: the old one can go
+                if progress is not None:
+                    log = state["logbook"][-1]
+                    progress(f"generation {log['gen'] + 1}/{settings.generations}: {log['evals']} new, "
+                             f"{log['evaluated']} evaluated, best proxy top-1 {100 * log['best_score']:.2f}%, "
+                             f"front of {log['front_size']}")
 
-        try:
             if saved is None:
                 result = run_search(problem, settings, seed=seed, map_fn=map_fn, on_generation=on_generation)
             else:
@@ -192,9 +194,9 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
                 result = resume_search(problem, settings, saved["evolution"], map_fn=map_fn,
                                        on_generation=on_generation)
                 write_generation(run.path, result.state, meta, space.unit_names)
-        finally:
-            if ray_map is not None:
-                ray_map.close()
+    finally:
+        if ray_map is not None:
+            ray_map.close()
     return SearchOutcome(run.path, cfg.strategy, budgets, len(result.candidates),
                          len(result.candidates) - start_count, time.perf_counter() - t0,
                          dict(result.best), len(result.front))
