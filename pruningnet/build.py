@@ -66,7 +66,7 @@ def resolve(ref: Ref, channels: Mapping[str, int]) -> int:
     return ref if isinstance(ref, int) else int(channels[ref])
 
 
-def build_from_nodes(nodes: tuple[Node, ...], channels: Mapping[str, int]) -> SubnetModel:
+def build_from_nodes(nodes: tuple[Node, ...], channels: Mapping[str, int], init: bool = True) -> SubnetModel:
     features: list[nn.Module] = []
     classifier = None
     for node in nodes:
@@ -85,7 +85,8 @@ def build_from_nodes(nodes: tuple[Node, ...], channels: Mapping[str, int]) -> Su
             layers["fc"] = nn.Linear(resolve(node.in_ch, channels), node.num_classes)
             classifier = nn.Sequential(layers)
     model = SubnetModel(nn.Sequential(*features), classifier)
-    _init_weights(model)
+    if init:
+        _init_weights(model)
     return model
 
 
@@ -102,9 +103,10 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(spec: SubnetSpec) -> SubnetModel:
-    """A randomly initialised plain ``nn.Module`` with exactly the spec's channel counts."""
-    return build_from_nodes(spec.space.nodes, spec.channels)
+def build_model(spec: SubnetSpec, init: bool = True) -> SubnetModel:
+    """A randomly initialised plain ``nn.Module`` with exactly the spec's channel counts
+    (``init=False``: torch's default init only, for callers that load every weight anyway)."""
+    return build_from_nodes(spec.space.nodes, spec.channels, init)
 
 
 def static_paths(nodes: tuple[Node, ...]):

@@ -150,9 +150,9 @@ class PruningNet(nn.Module):
         their defaults: re-estimate them with :func:`pruningnet.bn.recalibrate_bn` before use.
         """
         spec = make_spec(self.space, dict(channels))
-        with torch.device("meta"):  # no allocation and no random init: every tensor is set below
-            model = build_model(spec)
-        model = model.to_empty(device=self.fc_bias.device)
+        # no kaiming init of weights that are overwritten below (building on the meta device instead
+        # was slower for small networks: 28 vs 8 ms for the quickstart space)
+        model = build_model(spec, init=False).to(self.fc_bias.device)
         weights = {k: v.detach().clone() for k, v in self.generate_weights(spec.channels).items()}
         missing, unexpected = model.load_state_dict(weights, strict=False)
         assert not unexpected, unexpected
