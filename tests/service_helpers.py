@@ -103,3 +103,14 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+def runs_with_smoke(smoke_run: Path, parent: Path) -> Path:
+    """``parent/runs`` holding a copy of the session's smoke run as run ``smoke`` (no search, no
+    training, no exports), the way a team's runs directory looks before the service is used."""
+    import shutil
+
+    runs = Path(parent) / "runs"
+    runs.mkdir(parents=True)
+    shutil.copytree(smoke_run, runs / "smoke", ignore=shutil.ignore_patterns("search", "train", "exports"))
+    return runs

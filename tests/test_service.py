@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from service_helpers import Server, pid_alive  # noqa: E402
+from service_helpers import Server, pid_alive, runs_with_smoke  # noqa: E402
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -22,10 +22,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def runs_dir(smoke_run, tmp_path_factory):
-    d = tmp_path_factory.mktemp("service") / "runs"
-    d.mkdir()
-    shutil.copytree(smoke_run, d / "smoke", ignore=shutil.ignore_patterns("search", "train", "exports"))
-    return d
+    return runs_with_smoke(smoke_run, tmp_path_factory.mktemp("service"))
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +50,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def live(smoke_run, tmp_path_factory):
     """A real ``metaprune serve`` over a copy of the smoke run, shared by the page and API tests."""
-    runs = tmp_path_factory.mktemp("live") / "runs"
-    runs.mkdir()
-    shutil.copytree(smoke_run, runs / "smoke", ignore=shutil.ignore_patterns("search", "train", "exports"))
-    srv = Server(runs)
+    srv = Server(runs_with_smoke(smoke_run, tmp_path_factory.mktemp("live")))
     yield srv
     srv.stop()
 
@@ -191,9 +185,7 @@ def test_failed_job_shows_its_one_line_error(client, runs_dir):
 def test_cancel_restart_interrupted_resume(tmp_path, smoke_run):
     """On a real server: cancel kills the job's process group; after kill -9 of the server the running
     job shows ``interrupted`` on restart (SQLite), and resuming it finishes the search."""
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    shutil.copytree(smoke_run, runs / "smoke", ignore=shutil.ignore_patterns("search", "train", "exports"))
+    runs = runs_with_smoke(smoke_run, tmp_path)
     srv = Server(runs)
     try:
         assert stat.S_IMODE(os.stat(runs / "service-token").st_mode) == 0o600

@@ -10,6 +10,8 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from service_helpers import runs_with_smoke  # noqa: E402
+
 TOKEN = "input-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -18,9 +20,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def setup(smoke_run, tmp_path_factory):
     from metaprune.service.api import create_app
 
-    d = tmp_path_factory.mktemp("service-inputs") / "runs"
-    d.mkdir()
-    shutil.copytree(smoke_run, d / "smoke", ignore=shutil.ignore_patterns("search", "train", "exports"))
+    d = runs_with_smoke(smoke_run, tmp_path_factory.mktemp("service-inputs"))
     (d / "untrained").mkdir()
     for f in ("config.yaml", "space.json", "split.json"):
         shutil.copy(smoke_run / f, d / "untrained" / f)
