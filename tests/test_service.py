@@ -142,9 +142,9 @@ def test_search_job_events_front_and_exports(live):
         sse = [json.loads(line[6:]) for line in r.read().decode().splitlines() if line.startswith("data: ")]
     assert sse == events[1:]  # the same events as the polling fallback, in order
 
-    doc = srv.request("GET", "/api/runs/smoke/front?baselines=1")[1]
+    doc = srv.request("GET", "/api/runs/smoke/front?baselines=3")[1]  # the page's request: cached
     assert {"run", "strategy", "budgets", "objectives", "front", "baselines"} <= set(doc)
-    assert len(doc["candidates"]) == 24 and doc["finished"] is True and len(doc["baselines"]) == 1
+    assert len(doc["candidates"]) == 24 and doc["finished"] is True and len(doc["baselines"]) == 3
     front = doc["front"]
     assert front and all(f["id"] in {c["id"] for c in doc["candidates"]} for f in front)
 
@@ -189,7 +189,9 @@ def test_cancel_restart_interrupted_resume(tmp_path, smoke_run):
     srv = Server(runs)
     try:
         assert stat.S_IMODE(os.stat(runs / "service-token").st_mode) == 0o600
-        body = {"config": "smoke", "strategy": "pareto", "overrides": {"generations": 5}}
+        # 5 short generations: 6 + 4 x 6 = 30 candidates, each scored on 100 images
+        body = {"config": "smoke", "strategy": "pareto", "overrides": {
+            "generations": 5, "population": 6, "mutations": 3, "crossovers": 3, "eval.max_images": 100}}
         status, job = srv.request("POST", "/api/runs/smoke/searches", body)
         assert status == 202, job
         running = srv.wait_job(job["id"], predicate=lambda j: (j.get("progress") or {}).get("generation", 0) >= 1)
@@ -222,6 +224,6 @@ def test_cancel_restart_interrupted_resume(tmp_path, smoke_run):
         done = srv.wait_job(again["id"])
         assert done["state"] == "done", done
         front = srv.request("GET", "/api/runs/smoke/front")[1]
-        assert front["finished"] is True and front["generation"] == 4 and len(front["candidates"]) == 8 * 5
+        assert front["finished"] is True and front["generation"] == 4 and len(front["candidates"]) == 6 + 4 * 6
     finally:
         srv.stop()
