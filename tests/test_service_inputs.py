@@ -159,3 +159,14 @@ def test_spaces_and_configs(setup):
     assert info["options"]["input_size"] == 32 and info["min_macs"] < info["max_macs"] and info["units"]
     cfg = client.get("/api/configs", headers=AUTH).json()
     assert "smoke" in cfg["meta_train"] and "smoke" in cfg["search"] and "smoke" in cfg["train"]
+
+
+def test_wildcard_remote_bind_accepts_any_host_but_still_needs_the_token(tmp_path):
+    """`serve --host 0.0.0.0 --allow-remote` is reached under names the server cannot know: the Host
+    check is off there, the token is not."""
+    from metaprune.service.api import create_app
+
+    app = create_app(tmp_path / "runs", token=TOKEN, host="0.0.0.0", check_host=False, start_jobs=False)
+    with TestClient(app, base_url="http://gpu-box.lan:8000") as c:
+        assert c.get("/api/runs").status_code == 401
+        assert c.get("/api/runs", headers=AUTH).json() == {"runs": []}

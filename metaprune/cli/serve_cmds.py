@@ -48,7 +48,9 @@ def serve(runs_dir, host, port, max_jobs, allow_remote) -> None:
         gpus = 0
     jobs = max_jobs or max(1, gpus)
     token = load_or_create_token(runs)
-    app = create_app(runs, token=token, max_jobs=jobs, host=host, port=port, gpus=gpus)
+    wildcard = host in ("0.0.0.0", "::")  # reached under names we cannot know: the token guards alone
+    app = create_app(runs, token=token, max_jobs=jobs, host=host, port=port, gpus=gpus,
+                     check_host=not (allow_remote and wildcard))
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"metaprune serve: {runs.resolve()} on http://{shown}:{port}/ ({jobs} job(s) at a time, "
                f"{app.state.jobs.threads} torch thread(s) each)", err=True)

@@ -144,8 +144,10 @@ def _user_error(e: UserError, field: str) -> ApiError:
 
 def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str = "127.0.0.1",
                port: int = 8000, extra_hosts: tuple[str, ...] = (), start_jobs: bool = True,
-               poll_s: float = 0.5, gpus: int = 0) -> FastAPI:
-    """The service app over ``runs_dir``; ``extra_hosts`` are further accepted Host names."""
+               poll_s: float = 0.5, gpus: int = 0, check_host: bool = True) -> FastAPI:
+    """The service app over ``runs_dir``; ``extra_hosts`` are further accepted Host names;
+    ``check_host=False`` (a wildcard bind with ``--allow-remote``) accepts any Host, the token still
+    being required."""
     runs = Path(runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     db = Database(runs / "service.sqlite3")
@@ -174,7 +176,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
     @app.middleware("http")
     async def guard(request: Request, call_next):
         h = host_name(request.headers.get("host"))
-        if h not in allowed_hosts:
+        if check_host and h not in allowed_hosts:
             return _err(403, f"Host {request.headers.get('host')!r} is not this server; accepted: "
                              f"{', '.join(sorted(allowed_hosts))}", "Host")
         length = request.headers.get("content-length")
@@ -202,7 +204,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
                              "directory's service-token file) or open /?token=TOKEN in the browser", "token")
         if by_cookie and request.method not in ("GET", "HEAD", "OPTIONS"):
             o = origin_host(request.headers.get("origin"))
-            if o is None or o not in allowed_hosts or o != h:
+            if o is None or (check_host and o not in allowed_hosts) or o != h:
                 return _err(403, f"Origin {request.headers.get('origin')!r} may not change state here; "
                                  "accepted: this server's own page", "Origin")
         return await call_next(request)
