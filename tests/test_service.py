@@ -182,16 +182,16 @@ def test_failed_job_shows_its_one_line_error(client, runs_dir):
     assert client.post(f"/api/jobs/{job['id']}/resume", headers=AUTH).status_code == 409
 
 
-def test_cancel_restart_interrupted_resume(tmp_path, smoke_run):
-    """On a real server: cancel kills the job's process group; after kill -9 of the server the running
-    job shows ``interrupted`` on restart (SQLite), and resuming it finishes the search."""
-    runs = runs_with_smoke(smoke_run, tmp_path)
-    srv = Server(runs)
+def test_cancel_restart_interrupted_resume(live):
+    """On the real server (this module's last test: it kills it): cancel kills the job's process
+    group; after kill -9 of the server the running job shows ``interrupted`` on restart (SQLite), and
+    resuming it finishes the search."""
+    srv, runs = live, live.runs_dir
     try:
         assert stat.S_IMODE(os.stat(runs / "service-token").st_mode) == 0o600
-        # 5 short generations: 6 + 4 x 6 = 30 candidates, each scored on 100 images
-        body = {"config": "smoke", "strategy": "pareto", "overrides": {
-            "generations": 5, "population": 6, "mutations": 3, "crossovers": 3, "eval.max_images": 100}}
+        # 4 short generations replacing the earlier search: 6 + 3 x 6 = 24 candidates on 100 images
+        body = {"config": "smoke", "strategy": "pareto", "overwrite": True, "overrides": {
+            "generations": 4, "population": 6, "mutations": 3, "crossovers": 3, "eval.max_images": 100}}
         status, job = srv.request("POST", "/api/runs/smoke/searches", body)
         assert status == 202, job
         running = srv.wait_job(job["id"], predicate=lambda j: (j.get("progress") or {}).get("generation", 0) >= 1)
@@ -203,7 +203,7 @@ def test_cancel_restart_interrupted_resume(tmp_path, smoke_run):
 
         status, resumed = srv.request("POST", f"/api/jobs/{job['id']}/resume")
         assert status == 202 and resumed["resumes"] == job["id"] and "--resume" in resumed["command"]
-        assert srv.request("POST", "/api/runs/smoke/searches", {**body, "overwrite": True})[0] == 409  # busy
+        assert srv.request("POST", "/api/runs/smoke/searches", body)[0] == 409  # busy
         srv.wait_job(resumed["id"], predicate=lambda j: (j.get("progress") or {}).get("generation", 0) >= 2)
         child = srv.request("GET", f"/api/jobs/{resumed['id']}")[1]["pid"]
         srv.kill9()
@@ -216,7 +216,7 @@ def test_cancel_restart_interrupted_resume(tmp_path, smoke_run):
         status, job2 = srv.request("GET", f"/api/jobs/{resumed['id']}")
         assert status == 200 and job2["state"] == "interrupted", job2
         assert "resume" in job2["error"]
-        states = [j["state"] for j in srv.request("GET", "/api/jobs")[1]["jobs"]]
+        states = [j["state"] for j in srv.request("GET", "/api/jobs?run=smoke&limit=2")[1]["jobs"]]
         assert states == ["interrupted", "cancelled"]
         assert not pid_alive(child)  # ... until the next server stops it
         status, again = srv.request("POST", f"/api/jobs/{resumed['id']}/resume")
@@ -224,6 +224,6 @@ def test_cancel_restart_interrupted_resume(tmp_path, smoke_run):
         done = srv.wait_job(again["id"])
         assert done["state"] == "done", done
         front = srv.request("GET", "/api/runs/smoke/front")[1]
-        assert front["finished"] is True and front["generation"] == 4 and len(front["candidates"]) == 6 + 4 * 6
+        assert front["finished"] is True and front["generation"] == 3 and len(front["candidates"]) == 6 + 3 * 6
     finally:
         srv.stop()
