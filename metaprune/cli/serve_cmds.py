@@ -17,7 +17,8 @@ from .main import cli
               help="Address to bind; a non-loopback one needs --allow-remote.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--jobs", "max_jobs", type=click.IntRange(1, 64),
-              help="Jobs run at once [default: 1 on CPU, one per GPU]; each gets cores / jobs torch threads.")
+              help="Jobs run at once [default: 1 on CPU, one per GPU], at most one per core; each gets "
+                   "cores / jobs torch threads.")
 @click.option("--allow-remote", is_flag=True,
               help="Allow binding a non-loopback --host (the token is then the only guard: use TLS in front).")
 def serve(runs_dir, host, port, max_jobs, allow_remote) -> None:
@@ -52,7 +53,7 @@ def serve(runs_dir, host, port, max_jobs, allow_remote) -> None:
     app = create_app(runs, token=token, max_jobs=jobs, host=host, port=port, gpus=gpus,
                      check_host=not (allow_remote and wildcard))
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"metaprune serve: {runs.resolve()} on http://{shown}:{port}/ ({jobs} job(s) at a time, "
+    click.echo(f"metaprune serve: {runs.resolve()} on http://{shown}:{port}/ ({app.state.jobs.max_jobs} job(s) at a time, "
                f"{app.state.jobs.threads} torch thread(s) each)", err=True)
     click.echo(f"open: http://{shown}:{port}/?token={token}", err=True)
     click.echo(f"API:  curl -H 'Authorization: Bearer {token}' http://{shown}:{port}/api/runs", err=True)

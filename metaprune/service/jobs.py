@@ -104,8 +104,8 @@ class JobManager:
                  poll_s: float = 0.5, gpus: int = 0):
         self.runs_dir = runs_dir
         self.db = db
-        self.max_jobs = max(1, int(max_jobs))
         self.cores = cores or available_cores()
+        self.max_jobs = max(1, min(int(max_jobs), self.cores))  # more jobs than cores would oversubscribe
         self.threads = max(1, self.cores // self.max_jobs)
         self.poll_s = poll_s
         self.gpus = gpus  # > 0: job slot i sees only GPU i % gpus (CUDA_VISIBLE_DEVICES)
