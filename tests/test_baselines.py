@@ -198,6 +198,14 @@ def _run_space(run):
     return open_run(run).space
 
 
+@pytest.fixture(scope="module")
+def wrong_checkpoint(tmp_path_factory):
+    """A ResNet-50 state_dict: not a checkpoint of a MobileNetV2 run."""
+    f = tmp_path_factory.mktemp("ckpt") / "wrong.pt"
+    torch.save(build_model(make_spec(_space("resnet50"), _space("resnet50").min_channels())).state_dict(), f)
+    return f
+
+
 @pytest.mark.parametrize("args,needle", [
     (("--criteria", "l1,magic", "--max-macs", "5M"), "'magic'"),
     (("--criteria", "", "--max-macs", "5M"), "--criteria"),
@@ -210,9 +218,9 @@ def _run_space(run):
     (("--criteria", "l1", "--max-macs", "10M", "--full-checkpoint", "WRONG"), "does not fit"),
     (("--criteria", "l1", "--max-macs", "10M", "--full-checkpoint", "MISSING"), "MISSING"),
 ])
-def test_baseline_bad_inputs_one_line_exit_2_nothing_written(cli, base_run, tmp_path, tree_hash, args, needle):
-    wrong = tmp_path / "wrong.pt"
-    torch.save(build_model(make_spec(_space("resnet50"), _space("resnet50").min_channels())).state_dict(), wrong)
+def test_baseline_bad_inputs_one_line_exit_2_nothing_written(cli, base_run, wrong_checkpoint, tmp_path, tree_hash,
+                                                             args, needle):
+    wrong = wrong_checkpoint
     args = tuple(str(wrong) if a == "WRONG" else str(tmp_path / "MISSING.pt") if a == "MISSING" else a for a in args)
     before = tree_hash(base_run)
     code, out, err = cli("baseline", base_run, *args)
