@@ -10,6 +10,14 @@ import os
 ENV = "METAPRUNE_MAX_THREADS"
 
 
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def max_threads() -> int | None:
     """The cap from the environment, or None when unset (or not a positive integer)."""
     try:

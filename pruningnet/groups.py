@@ -72,8 +72,7 @@ def unit_groups(space: Space) -> dict[str, list[list[Producer]]]:
                 s = conv(node.shortcut, cur) if node.shortcut is not None else cur
                 y = classes.union(y, s)
             cur = y
-    searchable = {u.name for u in space.units if not u.fixed}
-    out: dict[str, dict[int, list[Producer]]] = {u.name: {} for u in space.units if u.name in searchable}
+    out: dict[str, dict[int, list[Producer]]] = {u.name: {} for u in space.units if not u.fixed}
     for prod, cls in found:
         if prod.unit in out:
             out[prod.unit].setdefault(classes.find(cls), []).append(prod)

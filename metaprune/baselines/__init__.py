@@ -2,6 +2,7 @@
 with a classic criterion, prune globally to a MACs budget, write the result as a subnet spec."""
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,27 +66,29 @@ def baseline_path(run_path: Path, criterion: str, max_macs: int, seed_index: int
     return run_path / "baselines" / f"{criterion}-{format_count(max_macs)}{suffix}.json"
 
 
-def make_baselines(run, cfg, data, req: BaselineRequest, log: Callable[[str], None] = print) -> list[dict]:
-    """Write ``RUN/baselines/<criterion>-<macs>[-seed<i>].json`` for each criterion and seed."""
+def make_baselines(run, cfg, data, req: BaselineRequest, log: Callable[[str], None] = print,
+                   checkpoint_model=None) -> list[dict]:
+    """Write ``RUN/baselines/<criterion>-<macs>[-seed<i>].json`` for each criterion and seed.
+    ``checkpoint_model``: ``req.full_checkpoint`` already loaded (it is loaded here otherwise)."""
+    import torch
+
     from .full import load_full_checkpoint, train_full
 
     space = run.space
     check_request(req, space)
+    if req.full_checkpoint and checkpoint_model is None:
+        checkpoint_model = load_full_checkpoint(space, req.full_checkpoint)
     cm = cost_model(space)
     rows = []
     for i in range(req.seeds):
         seed = cfg.seed + i
         if req.full_checkpoint:
-            model, record = load_full_checkpoint(space, req.full_checkpoint), {"file": str(req.full_checkpoint)}
+            model, record = checkpoint_model, {"file": str(req.full_checkpoint)}
         else:
             model, record = train_full(run.path, space, cfg, data, seed, req.slimming, log=log)
         for crit in req.criteria:
             batches = None
             if crit == "taylor":
-                import itertools
-
-                import torch
-
                 gen = torch.Generator().manual_seed(seed)
                 batches = itertools.islice(data.train.batches(TAYLOR_BATCH, shuffle=True, generator=gen,
                                                               drop_last=True), req.taylor_batches)

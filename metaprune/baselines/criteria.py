@@ -34,14 +34,10 @@ CRITERIA = ("random", "l1", "l2", "bn", "taylor", "fpgm")
 NORMALIZERS = ("mean", "max", "none")
 
 
-def _module(model: nn.Module, path: str) -> nn.Module:
-    return model.get_submodule(path)
-
-
 def layer_scores(model: nn.Module, path: str, criterion: str, grads: dict[str, torch.Tensor] | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """One score per output channel of the ConvBNAct at ``path`` (higher: more important)."""
-    block = _module(model, path)
+    block = model.get_submodule(path)
     w = block.conv.weight.detach().flatten(1).double()
     if criterion == "l1":
         return w.abs().sum(1)
@@ -68,7 +64,7 @@ def taylor_importance(model: nn.Module, paths: Iterable[str], batches: Iterable[
     estimate is a deterministic function of the weights and the batches). Weights and BN running
     statistics are left as they were."""
     paths = list(paths)
-    acc = {p: torch.zeros(_module(model, p).bn.num_features, dtype=torch.float64) for p in paths}
+    acc = {p: torch.zeros(model.get_submodule(p).bn.num_features, dtype=torch.float64) for p in paths}
     loss_fn = nn.CrossEntropyLoss()
     was_training = model.training
     model.train()
@@ -81,7 +77,7 @@ def taylor_importance(model: nn.Module, paths: Iterable[str], batches: Iterable[
             model.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             for p in paths:
-                bn = _module(model, p).bn
+                bn = model.get_submodule(p).bn
                 g = bn.weight * bn.weight.grad + bn.bias * bn.bias.grad
                 acc[p] += g.detach().double().pow(2)
     finally:
@@ -115,7 +111,7 @@ def unit_scores(space: Space, model: nn.Module, criterion: str, *, normalizer: s
     if criterion == "taylor":
         if batches is None:
             raise ValueError("taylor needs training batches")
-        grads = taylor_importance(model, [p.path for cls in groups.values() for c in cls for p in [*c]], batches)
+        grads = taylor_importance(model, [p.path for cls in groups.values() for c in cls for p in c], batches)
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for unit, classes in groups.items():

@@ -2,7 +2,6 @@
 a MACs budget, as subnet specs to train from scratch beside the search's pick."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -51,8 +50,6 @@ def baseline(run_dir, criteria, max_macs, like, seeds, slimming, full_checkpoint
     names = parse_criteria(criteria)
     if (max_macs is None) == (like is None):
         raise UserError("give either --max-macs COUNT or --like SPEC, not both and not neither")
-    if not math.isfinite(slimming) or slimming < 0:
-        raise UserError(f"--slimming {slimming!r} is not accepted; accepted: a finite number >= 0")
     run = open_run(run_dir)
     if like is not None:
         spec = load_spec(like)
@@ -69,12 +66,13 @@ def baseline(run_dir, criteria, max_macs, like, seeds, slimming, full_checkpoint
     cfg = load_train_config(recipe, parse_key_values(sets, "--set"), Path(run_dir))
     data = scratch_data(run.load_data(), cfg.recipe, cfg.seed)
     check_fits(run.space.name, run.space.options, data, f"run {run_dir!r}")
+    checkpoint_model = None
     if full_checkpoint:
         from ..baselines.full import load_full_checkpoint
 
-        load_full_checkpoint(run.space, full_checkpoint)  # refused before anything is written
+        checkpoint_model = load_full_checkpoint(run.space, full_checkpoint)  # refused before anything is written
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
-    rows = make_baselines(run, cfg, data, req, log=log)
+    rows = make_baselines(run, cfg, data, req, log=log, checkpoint_model=checkpoint_model)
     if as_json:
         echo_json({"run": str(run.path), "max_macs": budget, "baselines": rows})
         return

@@ -18,16 +18,10 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 def default_workers() -> int:
     """DataLoader workers: the CPUs this process may use, at most 8 (``METAPRUNE_MAX_THREADS`` caps it)."""
-    import os
+    from ..threads import available_cores, max_threads
 
-    from ..threads import max_threads
-
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    cap = max_threads()
-    return max(0, min(8, cpus, cap if cap is not None else cpus))
+    cpus = available_cores()
+    return min(8, cpus, max_threads() or cpus)
 
 
 class _Images(torch.utils.data.Dataset):

@@ -100,7 +100,8 @@ def write_generation(run_path: Path, evo_state: dict, meta: dict, unit_names: Se
     records = [candidate_record(c, unit_names) for c in evo_state["candidates"]]
     front = [candidate_record(c, unit_names) for c in pareto_front(evo_state["candidates"], objectives)]
     head = {"strategy": meta["strategy"], "budgets": meta["budgets"], "seed": meta["seed"],
-            "generation": evo_state["generation"], "finished": evo_state["finished"]}
+            "generation": evo_state["generation"], "generations": evo_state["settings"]["generations"],
+            "finished": evo_state["finished"]}
     write_json(d / "candidates.json", {**head, "candidates": records})
     write_json(d / "logbook.json", {**head, "logbook": evo_state["logbook"]})
     write_json(d / "front.json", {**head, "objectives": list(objectives), "front": front})

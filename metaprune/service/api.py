@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pruningnet.errors import UserError
 
 from . import progress as prog
-from .db import FINAL, Database
+from .db import ACTIVE, FINAL, Database
 from .jobs import JobManager, resume_argv
 from .security import (COOKIE, LOOPBACK_HOSTS, MAX_BODY_BYTES, host_name, origin_host, token_ok)
 
@@ -256,25 +256,25 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
         out["command"] = "metaprune " + " ".join(job["argv"])
         return out
 
-    def budgets_of(req, run: Path, space) -> dict:
+    def budgets_of(space, max_macs=None, max_params=None, lat: float | None = None) -> dict:
+        """Budgets from request fields (``150M``, ``1.2G`` or integers); 422 naming the field."""
         from ..units import parse_count
 
+        given = {"max_macs": max_macs, "max_params": max_params}
         out = {}
         for key, field in (("macs", "max_macs"), ("params", "max_params")):
-            v = getattr(req, field, None)
-            if v is None:
+            if given[field] is None:
                 continue
             try:
-                out[key] = parse_count(v, field)
+                out[key] = parse_count(given[field], field)
             except UserError as e:
                 raise _user_error(e, field) from None
-        lat = getattr(req, "max_latency_ms", None)
         if lat is not None:
             if not (math.isfinite(lat) and lat > 0):
                 raise ApiError(422, f"max_latency_ms={lat!r} is not accepted; accepted: a positive number "
                                     "of ms", "max_latency_ms")
             out["latency_ms"] = float(lat)
-        if space is not None and out:
+        if out:
             from pruningnet.cost import cost_model
 
             cm = cost_model(space)
@@ -282,7 +282,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
             smallest = {"macs": int(cm.macs(lo)[0]), "params": int(cm.params(lo)[0])}
             for key, field in (("macs", "max_macs"), ("params", "max_params")):
                 if key in out and out[key] < smallest[key]:
-                    raise ApiError(422, f"{field}={getattr(req, field)!r} is below the smallest network of "
+                    raise ApiError(422, f"{field}={given[field]!r} is below the smallest network of "
                                         f"space {space.name} ({smallest[key]:,}); accepted: at least that",
                                    field)
         return out
@@ -353,11 +353,13 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
     # ---- runs ----------------------------------------------------------------------------------------
     @app.get("/api/runs")
     def list_runs():
+        active = {}
+        for j in db.jobs(states=ACTIVE, limit=10_000):  # newest first: the run's current job wins
+            active.setdefault(j["run"], j)
         out = []
         for p in sorted((d for d in runs.iterdir() if prog.is_run(d)), key=lambda d: -d.stat().st_mtime):
             s = prog.run_summary(p)
-            active = jobs.active_for_run(p.name)
-            s["active_job"] = public_job(active) if active else None
+            s["active_job"] = public_job(active[p.name]) if p.name in active else None
             out.append(s)
         return {"runs": out}
 
@@ -408,7 +410,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
         if not run.has_pruningnet():
             raise ApiError(409, f"run {name!r} has no trained PruningNet yet; meta-train it first", "run")
         not_busy(name)
-        budgets = budgets_of(req, p, run.space)
+        budgets = budgets_of(run.space, req.max_macs, req.max_params, req.max_latency_ms)
         path = _shipped("search", req.config, "config") if req.config else None
         overrides = _check_overrides(req.overrides)
         full = dict(overrides)
@@ -449,7 +451,8 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
         run = open_run_(p)
         not_busy(name)
         recipe = _shipped("train", req.recipe, "recipe")
-        cand, spec_file = export_spec(p, run, req.candidate, budgets_of(req, p, run.space), "json")
+        cand, spec_file = export_spec(p, run, req.candidate, budgets_of(run.space, req.max_macs, req.max_params),
+                                      "json")
         argv = ["train", str(p), "--spec", str(spec_file), "--recipe", str(recipe), "--seeds", str(req.seeds),
                 "--budget", req.budget, "--quiet"]
         if req.epochs is not None:
@@ -528,8 +531,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
         run = open_run_(p)
         if with_weights and format == "json":
             raise ApiError(422, "with_weights needs format onnx or torchscript", "with_weights")
-        req = TrainRequest(max_macs=max_macs, max_params=max_params)
-        cand, f = export_spec(p, run, candidate, budgets_of(req, p, run.space), format, with_weights)
+        cand, f = export_spec(p, run, candidate, budgets_of(run.space, max_macs, max_params), format, with_weights)
         media = "application/json" if format == "json" else "application/octet-stream"
         return FileResponse(f, media_type=media, filename=f"{name}-{f.name}",
                             headers={"X-Metaprune-Candidate": str(cand["id"]), "X-Metaprune-Macs": str(cand["macs"])})
@@ -564,7 +566,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
     @app.get("/api/jobs/{job_id}")
     def show_job(job_id: int, log_lines: int = Query(40, ge=0, le=1000)):
         job = public_job(job_or_404(job_id))
-        job["log"] = prog._tail_lines(jobs.log_dir / f"job-{job_id}.log")[-log_lines:] if log_lines else []
+        job["log"] = prog.tail_lines(jobs.log_path(job_id))[-log_lines:] if log_lines else []
         ev = db.events(job=job_id, limit=100_000)
         job["progress"] = next((e["data"] for e in reversed(ev) if e["type"] == "progress"), None)
         return job

@@ -20,21 +20,18 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
+from ..threads import available_cores
 from .db import Database
-from .progress import job_progress
+from .progress import job_progress, tail_lines
 
 LOG_DIR = ".service-logs"
 KINDS = ("meta-train", "search", "train")
 ERROR_PREFIX = "metaprune: error: "
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+INTERRUPTED = "the server stopped while this job ran; resume it to continue"
 
 
 def resume_argv(kind: str, run_path: Path) -> list[str]:
@@ -84,17 +81,26 @@ def _kill_group(pid: int, grace_s: float = 5.0) -> None:
 
 def last_error(log: Path) -> str | None:
     """The job's one-line error: the last ``metaprune: error:`` line of its log, else its last line."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 65536))
-            lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-    except OSError:
-        return None
+    lines = [ln.strip() for ln in tail_lines(log, 65536) if ln.strip()]
     for ln in reversed(lines):
         if ln.startswith(ERROR_PREFIX):
             return ln[len(ERROR_PREFIX):][:500]
     return lines[-1][:500] if lines else None
+
+
+@dataclass
+class _Running:
+    """What the manager holds for a job while its process runs."""
+
+    proc: subprocess.Popen
+    run: str
+    kind: str
+    slot: int
+    log: IO[bytes]
+    started: float
+    fraction0: float | None  # progress when it started (None: a resumed job, taken from its first report)
+    last_progress: dict = field(default_factory=dict)
+    cancelling: bool = False
 
 
 class JobManager:
@@ -109,13 +115,8 @@ class JobManager:
         self.threads = max(1, self.cores // self.max_jobs)
         self.poll_s = poll_s
         self.gpus = gpus  # > 0: job slot i sees only GPU i % gpus (CUDA_VISIBLE_DEVICES)
-        self._slots: dict[int, int] = {}
         self.log_dir = runs_dir / LOG_DIR
-        self._procs: dict[int, subprocess.Popen] = {}
-        self._log_files: dict[int, object] = {}
-        self._started_at: dict[int, tuple[float, float | None]] = {}
-        self._last_progress: dict[int, dict] = {}
-        self._cancelling: set[int] = set()
+        self._running: dict[int, _Running] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -128,8 +129,7 @@ class JobManager:
             pid = job.get("pid")
             if pid and _alive(pid) and _is_ours(pid):
                 _kill_group(pid)
-            self.db.update_job(job["id"], state="interrupted", ended=time.time(),
-                               error="the server stopped while this job ran; resume it to continue")
+            self.db.update_job(job["id"], state="interrupted", ended=time.time(), error=INTERRUPTED)
             out.append(job["id"])
         return out
 
@@ -147,12 +147,12 @@ class JobManager:
             self._thread.join(timeout=10)
         if kill:
             with self._lock:
-                items = list(self._procs.items())
-            for job_id, proc in items:
-                _kill_group(proc.pid)
-                proc.wait()
-                self.db.update_job(job_id, state="interrupted", ended=time.time(), exit_code=proc.returncode,
-                                   error="the server stopped while this job ran; resume it to continue")
+                items = list(self._running.items())
+            for job_id, r in items:
+                _kill_group(r.proc.pid)
+                r.proc.wait()
+                self.db.update_job(job_id, state="interrupted", ended=time.time(), exit_code=r.proc.returncode,
+                                   error=INTERRUPTED)
                 self._close(job_id)
 
     # requests ---------------------------------------------------------------------------------------
@@ -167,13 +167,13 @@ class JobManager:
         if job is None or job["state"] not in ("queued", "running"):
             return job
         with self._lock:
-            proc = self._procs.get(job_id)
-            if proc is None:
+            r = self._running.get(job_id)
+            if r is None:
                 self.db.update_job(job_id, state="cancelled", ended=time.time())
                 return self.db.job(job_id)
-            self._cancelling.add(job_id)
-        _kill_group(proc.pid)
-        proc.wait()
+            r.cancelling = True
+        _kill_group(r.proc.pid)
+        r.proc.wait()
         self.tick()
         return self.db.job(job_id)
 
@@ -192,46 +192,43 @@ class JobManager:
     def tick(self) -> None:
         """Reap finished jobs, record progress of running ones, start queued ones into free slots."""
         with self._lock:
-            for job_id, proc in list(self._procs.items()):
-                rc = proc.poll()
-                job = self.db.job(job_id)
+            for job_id, r in list(self._running.items()):
+                rc = r.proc.poll()
+                self._record_progress(job_id, r, final=rc is not None)
                 if rc is None:
-                    self._record_progress(job)
                     continue
-                self._record_progress(job, final=True)
-                if job_id in self._cancelling:
+                if r.cancelling:
                     self.db.update_job(job_id, state="cancelled", ended=time.time(), exit_code=rc)
-                    self._cancelling.discard(job_id)
                 elif rc == 0:
                     self.db.update_job(job_id, state="done", ended=time.time(), exit_code=0)
                 else:
-                    err = last_error(self._log_path(job_id)) or f"exited with code {rc}"
+                    err = last_error(self.log_path(job_id)) or f"exited with code {rc}"
                     if rc < 0:
                         err = f"killed by signal {-rc} ({err})"
                     self.db.update_job(job_id, state="failed", ended=time.time(), exit_code=rc, error=err)
                 self._close(job_id)
-            free = self.max_jobs - len(self._procs)
+            free = self.max_jobs - len(self._running)
             if free > 0:
                 for job in reversed(self.db.jobs(states=("queued",), limit=10_000)):
                     if free == 0:
                         break
-                    if any(self.db.job(j)["run"] == job["run"] for j in self._procs):
+                    if any(r.run == job["run"] for r in self._running.values()):
                         continue  # one job per run at a time: the next waits for the run's current one
                     self._launch(job)
                     free -= 1
 
-    def _log_path(self, job_id: int) -> Path:
+    def log_path(self, job_id: int) -> Path:
         return self.log_dir / f"job-{job_id}.log"
 
     def _launch(self, job: dict) -> None:
         env = dict(os.environ)
-        slot = min(set(range(self.max_jobs)) - set(self._slots.values()))
+        slot = min(set(range(self.max_jobs)) - {r.slot for r in self._running.values()})
         if self.gpus > 0:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         env.update(METAPRUNE_MAX_THREADS=str(self.threads), OMP_NUM_THREADS=str(self.threads),
                    MKL_NUM_THREADS=str(self.threads), RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self._log_path(job["id"]), "ab")
+        log = open(self.log_path(job["id"]), "ab")
         try:
             proc = subprocess.Popen([sys.executable, "-m", "metaprune", *job["argv"]], stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.runs_dir),
@@ -240,36 +237,27 @@ class JobManager:
             log.close()
             self.db.update_job(job["id"], state="failed", ended=time.time(), error=f"cannot start: {e}")
             return
-        self._procs[job["id"]] = proc
-        self._slots[job["id"]] = slot
-        self._log_files[job["id"]] = log
         now = time.time()
-        self._started_at[job["id"]] = (now, None if job.get("resumes") else 0.0)
+        self._running[job["id"]] = _Running(proc, job["run"], job["kind"], slot, log, now,
+                                            None if job.get("resumes") else 0.0)
         self.db.update_job(job["id"], state="running", started=now, pid=proc.pid, threads=self.threads)
 
     def _close(self, job_id: int) -> None:
-        self._procs.pop(job_id, None)
-        self._slots.pop(job_id, None)
-        f = self._log_files.pop(job_id, None)
-        if f is not None:
-            f.close()
-        self._started_at.pop(job_id, None)
-        self._last_progress.pop(job_id, None)
+        r = self._running.pop(job_id, None)
+        if r is not None:
+            r.log.close()
 
-    def _record_progress(self, job: dict, final: bool = False) -> None:
-        run = self.runs_dir / job["run"]
-        started, frac0 = self._started_at.get(job["id"], (time.time(), None))
-        prog = job_progress(job["kind"], run, since=started)
+    def _record_progress(self, job_id: int, r: _Running, final: bool = False) -> None:
+        prog = job_progress(r.kind, self.runs_dir / r.run, since=r.started)
         frac = prog.get("fraction")
         if frac is not None:
-            if frac0 is None:
-                self._started_at[job["id"]] = (started, frac)
-                frac0 = frac
-            elapsed = time.time() - started
-            rate = (frac - frac0) / elapsed if elapsed > 0 else 0
+            if r.fraction0 is None:
+                r.fraction0 = frac
+            elapsed = time.time() - r.started
+            rate = (frac - r.fraction0) / elapsed if elapsed > 0 else 0
             if rate > 0 and not final:
                 prog["eta_s"] = round((1 - frac) / rate, 1)
         key = {k: v for k, v in prog.items() if k != "eta_s"}
-        if key != self._last_progress.get(job["id"]):
-            self._last_progress[job["id"]] = key
-            self.db.add_event(job["id"], "progress", prog)
+        if key != r.last_progress:
+            r.last_progress = key
+            self.db.add_event(job_id, "progress", prog)

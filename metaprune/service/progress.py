@@ -28,7 +28,7 @@ def _json(path: Path, limit: int = 8 << 20) -> Any:
         return None
 
 
-def _tail_lines(path: Path, max_bytes: int = 16384) -> list[str]:
+def tail_lines(path: Path, max_bytes: int = 16384) -> list[str]:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -47,7 +47,7 @@ def meta_status(run: Path) -> dict:
     out: dict[str, Any] = {"state": "none"}
     if isinstance(st, dict):
         out.update({k: st[k] for k in ("state", "step", "total_steps", "wall_s", "loss_spikes") if k in st})
-    for line in reversed(_tail_lines(run / "metrics.jsonl")):
+    for line in reversed(tail_lines(run / "metrics.jsonl")):
         try:
             rec = json.loads(line)
         except ValueError:
@@ -94,11 +94,14 @@ def search_status(run: Path) -> dict:
         out.update(generation=last.get("gen", 0) + 1, evaluated=last.get("evaluated"),
                    best_top1=last.get("best_score"), best_id=last.get("best_id"),
                    front_size=last.get("front_size"))
-    state = _json(d / "state.json", limit=64 << 20)
-    try:
-        out["generations"] = int(state["evolution"]["settings"]["generations"])
-    except (TypeError, KeyError, ValueError):
-        pass
+    if isinstance(book.get("generations"), int):
+        out["generations"] = book["generations"]
+    else:  # a search written before logbook.json carried it: read the (larger) state file
+        state = _json(d / "state.json", limit=64 << 20)
+        try:
+            out["generations"] = int(state["evolution"]["settings"]["generations"])
+        except (TypeError, KeyError, ValueError):
+            pass
     if out.get("generations") and out.get("generation"):
         out["fraction"] = min(1.0, out["generation"] / out["generations"])
     return out

@@ -59,7 +59,7 @@ def from_spec_files(paths: Sequence[str]) -> list[Candidate]:
         m = spec.metrics
         cand = _searched(f"searched-{Path(path).stem}", spec, _metric(m, "latency_ms"),
                          _metric(m, "proxy_top1", "top1"))
-        crit = spec.provenance.get("criterion") if isinstance(spec.provenance, dict) else None
+        crit = spec.provenance.get("criterion")
         if isinstance(crit, str) and crit:  # a `metaprune baseline` spec: kind is its criterion
             cand = replace(cand, name=f"criterion-{Path(path).stem}", kind=crit)
         out.append(cand)
@@ -109,9 +109,9 @@ def with_baselines(searched: list[Candidate]) -> list[Candidate]:
     for c in searched:
         cm = cost_model(c.spec.space)
         budget = c.macs
-        prov = c.spec.provenance if isinstance(c.spec.provenance, dict) else {}
-        if c.kind not in ("searched", "baseline") and isinstance(prov.get("max_macs"), int):
-            budget = max(c.macs, prov["max_macs"])  # a criterion spec: the budget it was pruned to
+        pruned_to = c.spec.provenance.get("max_macs")
+        if c.kind not in ("searched", "baseline") and isinstance(pruned_to, int):
+            budget = max(c.macs, pruned_to)  # a criterion spec: the budget it was pruned to
         ratio, channels, macs = cm.uniform_for_budget(budget)
         name = f"uniform-{ratio:.4f}"
         if name not in baselines:

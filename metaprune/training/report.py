@@ -34,17 +34,25 @@ def format_table(rows: list[dict]) -> str:
     against the uniform baseline and ``p`` its paired t-test p-value over seeds."""
     head = (f"{'name':22s} {'kind':8s} {'MACs':>8s} {'params':>8s} {'lat ms':>7s} {'proxy':>7s} "
             f"{'top1 %':>7s} {'±':>5s} {'top5 %':>7s} {'epochs':>6s} {'wall s':>7s} {'Δ base':>7s} {'p':>6s}")
-    groups: dict = {}
-    for r in rows:
-        key = r["name"] if r.get("kind") == "baseline" else r.get("baseline")
-        groups.setdefault(key, []).append(r)
+    groups = budget_groups(rows)
     blocks = []
-    for key, members in groups.items():
-        members.sort(key=lambda r: (r.get("kind") == "baseline", r.get("kind") != "searched"))
+    for members in groups.values():
         base = next((r for r in members if r.get("kind") == "baseline"), None)
         title = f"budget: {format_count(base['macs'])} MACs (uniform baseline {base['name']})" if base else "no baseline"
         blocks.append(title + "\n" + _table(head, members))
     return "\n\n".join(blocks) if len(blocks) > 1 else _table(head, rows)
+
+
+def budget_groups(rows: list[dict]) -> dict[str | None, list[dict]]:
+    """Rows by budget: each uniform baseline with the networks trained against it, searched first,
+    the baseline last (key: the baseline's name)."""
+    groups: dict = {}
+    for r in rows:
+        key = r["name"] if r.get("kind") == "baseline" else r.get("baseline")
+        groups.setdefault(key, []).append(r)
+    for members in groups.values():
+        members.sort(key=lambda r: (r.get("kind") == "baseline", r.get("kind") != "searched"))
+    return groups
 
 
 def _table(head: str, rows: list[dict]) -> str:
@@ -93,12 +101,7 @@ def plot(rows: list[dict], path: str | Path, tau: dict) -> Path | None:
 def plot_budgets(rows: list[dict], path: str | Path) -> Path | None:
     """Test top-1 (mean +- std over seeds) of every network, one panel per budget (the networks
     sharing a uniform baseline), coloured by kind; None if nothing finished."""
-    groups: dict = {}
-    for r in rows:
-        if r.get("test_top1") is None:
-            continue
-        key = r["name"] if r.get("kind") == "baseline" else r.get("baseline")
-        groups.setdefault(key, []).append(r)
+    groups = budget_groups([r for r in rows if r.get("test_top1") is not None])
     if not groups:
         return None
     import matplotlib
@@ -111,8 +114,7 @@ def plot_budgets(rows: list[dict], path: str | Path) -> Path | None:
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 + 2.2 * max(len(g) for g in groups.values()) * len(groups)
                                                       / 3, 3.6), squeeze=False)
     colours = {"searched": "#2563eb", "baseline": "#f59e0b"}
-    for ax, (key, members) in zip(axes[0], groups.items()):
-        members.sort(key=lambda r: (r.get("kind") == "baseline", r.get("kind") != "searched", r["name"]))
+    for ax, members in zip(axes[0], groups.values()):
         x = range(len(members))
         ax.bar(x, [100 * r["test_top1"] for r in members], yerr=[100 * (r.get("test_top1_std") or 0) for r in members],
                color=[colours.get(r["kind"], "#9ca3af") for r in members], capsize=3)
