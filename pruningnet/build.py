@@ -7,10 +7,16 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .spaces.ir import Block, Classifier, Conv, MaxPool, Node, Ref
+from .spaces.ir import Block, Classifier, Conv, MaxPool, Node, ShuffleBlock, SqueezeExcite, resolve
+from .spaces.lowering import Layer, feature_paths
 from .spec import SubnetSpec
 
-ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid}
+
+
+def activation(name: str | None) -> nn.Module:
+    """The activation module of a name (``None``: identity)."""
+    return ACTIVATIONS[name](inplace=True) if name else nn.Identity()
 
 
 class ConvBNAct(nn.Sequential):
@@ -34,13 +40,48 @@ class ResidualBlock(nn.Module):
         self.body = body
         self.residual = residual
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
-        self.act = ACTIVATIONS[act](inplace=True) if act else nn.Identity()
+        self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x)
         if self.residual:
             y = y + self.shortcut(x)
         return self.act(y)
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision's SqueezeExcitation: ``x * gate(fc2(act(fc1(avgpool(x)))))``."""
+
+    def __init__(self, fc1: nn.Module, fc2: nn.Module, act: str, gate: str):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.act, self.fc2, self.gate = fc1, activation(act), fc2, activation(gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.fc2(self.act(self.fc1(self.avgpool(x)))))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2's unit: ``cat(branch1(x), branch2(x))`` (stride 2) or ``cat(x1, branch2(x2))`` for
+    the input's halves ``x1, x2`` (``branch1`` None), then a channel shuffle of 2 groups."""
+
+    def __init__(self, branch1: nn.Module | None, branch2: nn.Module):
+        super().__init__()
+        self.branch1 = branch1
+        self.branch2 = branch2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.branch1 is None:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
 
 
 class SubnetModel(nn.Module):
@@ -56,45 +97,84 @@ class SubnetModel(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def _conv(c: Conv, ch: Mapping[str, int]) -> ConvBNAct:
-    cin, cout = resolve(c.in_ch, ch), resolve(c.out_ch, ch)
-    return ConvBNAct(cin, cout, c.kernel, c.stride, groups=cout if c.depthwise else 1, act=c.act)
+def static_layer(layer: Layer, channels: Mapping[str, int]) -> nn.Module:
+    """The plain module of one weighted layer: :class:`ConvBNAct` for convs with BN, else a biased
+    ``Conv2d`` (squeeze-excitation) or ``Linear``."""
+    cin, cout = resolve(layer.in_ch, channels), resolve(layer.out_ch, channels)
+    if layer.kind == "linear":
+        return nn.Linear(cin, cout)
+    if not layer.bn:
+        return nn.Conv2d(cin, cout, layer.kernel, layer.stride, layer.padding, bias=layer.bias)
+    return ConvBNAct(cin, cout, layer.kernel, layer.stride, groups=cout if layer.depthwise else 1, act=layer.act)
 
 
-def resolve(ref: Ref, channels: Mapping[str, int]) -> int:
-    """A ref's channel count under ``channels``."""
-    return ref if isinstance(ref, int) else int(channels[ref])
+class Builder:
+    """Builds the module tree of a space's nodes; ``make(layer)`` supplies each weighted layer's
+    module (plain layers here, generated ones in the PruningNet), so both share one structure.
+
+    The per-node rules below are the only code that knows how nodes nest; they look their weighted
+    layers up by module path in the space's lowering, so a path that disagrees fails loudly."""
+
+    def __init__(self, layers: tuple[Layer, ...], make):
+        self.layers = {x.path: x for x in layers if x.weighted}
+        self.make = make
+
+    def layer(self, path: str) -> nn.Module:
+        return self.make(self.layers[path])
+
+    def node(self, node, path: str) -> nn.Module:
+        return _RULES[type(node)](self, node, path)
+
+    def model(self, nodes: tuple[Node, ...]) -> SubnetModel:
+        features, classifier = [], None
+        for path, node in feature_paths(nodes):
+            if isinstance(node, Classifier):
+                classifier = self.node(node, path)
+            else:
+                features.append(self.node(node, path))
+        return SubnetModel(nn.Sequential(*features), classifier)
 
 
-def build_from_nodes(nodes: tuple[Node, ...], channels: Mapping[str, int], init: bool = True) -> SubnetModel:
-    features: list[nn.Module] = []
-    classifier = None
-    for node in nodes:
-        if isinstance(node, Conv):
-            features.append(_conv(node, channels))
-        elif isinstance(node, Block):
-            body = nn.Sequential(OrderedDict((c.name, _conv(c, channels)) for c in node.convs))
-            short = _conv(node.shortcut, channels) if node.shortcut is not None else None
-            features.append(ResidualBlock(body, node.residual, short, node.act))
-        elif isinstance(node, MaxPool):
-            features.append(nn.MaxPool2d(node.kernel, node.stride, node.padding))
-        elif isinstance(node, Classifier):
-            layers = OrderedDict()
-            if node.dropout:
-                layers["dropout"] = nn.Dropout(node.dropout)
-            layers["fc"] = nn.Linear(resolve(node.in_ch, channels), node.num_classes)
-            classifier = nn.Sequential(layers)
-    model = SubnetModel(nn.Sequential(*features), classifier)
-    if init:
-        _init_weights(model)
-    return model
+def _block(b: Builder, node: Block, path: str) -> nn.Module:
+    body = nn.Sequential(OrderedDict((c.name, b.node(c, f"{path}.body.{c.name}")) for c in node.convs))
+    short = b.layer(f"{path}.shortcut") if node.shortcut is not None else None
+    return ResidualBlock(body, node.residual, short, node.act)
+
+
+def _branch(b: Builder, convs, path: str) -> nn.Module | None:
+    return nn.Sequential(OrderedDict((c.name, b.layer(f"{path}.{c.name}")) for c in convs)) if convs else None
+
+
+def _classifier(b: Builder, node: Classifier, path: str) -> nn.Module:
+    layers = OrderedDict()
+    if node.hidden is not None:
+        layers["hidden"] = b.layer(f"{path}.hidden")
+        layers["act"] = activation(node.hidden_act)
+    if node.dropout:
+        layers["dropout"] = nn.Dropout(node.dropout)
+    layers["fc"] = b.layer(f"{path}.fc")
+    return nn.Sequential(layers)
+
+
+_RULES = {
+    Conv: lambda b, node, path: b.layer(path),
+    SqueezeExcite: lambda b, node, path: SqueezeExcitation(b.layer(f"{path}.fc1"), b.layer(f"{path}.fc2"),
+                                                       node.act, node.gate),
+    Block: _block,
+    ShuffleBlock: lambda b, node, path: ShuffleUnit(_branch(b, node.branch1, f"{path}.branch1"),
+                                                    _branch(b, node.branch2, f"{path}.branch2")),
+    MaxPool: lambda b, node, path: nn.MaxPool2d(node.kernel, node.stride, node.padding),
+    Classifier: _classifier,
+}
 
 
 def _init_weights(model: nn.Module) -> None:
-    """torchvision's MobileNetV2/ResNet initialisation."""
+    """torchvision's MobileNet/ResNet/ShuffleNet initialisation."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -106,25 +186,13 @@ def _init_weights(model: nn.Module) -> None:
 def build_model(spec: SubnetSpec, init: bool = True) -> SubnetModel:
     """A randomly initialised plain ``nn.Module`` with exactly the spec's channel counts
     (``init=False``: torch's default init only, for callers that load every weight anyway)."""
-    return build_from_nodes(spec.space.nodes, spec.channels, init)
+    channels = spec.channels
+    model = Builder(spec.space.layers, lambda layer: static_layer(layer, channels)).model(spec.space.nodes)
+    if init:
+        _init_weights(model)
+    return model
 
 
-def static_paths(nodes: tuple[Node, ...]):
-    """``(module_path, node)`` for every Conv and the Classifier, in the names :func:`build_model` uses.
-
-    Conv paths name a :class:`ConvBNAct` (append ``.conv`` / ``.bn``); the classifier path names
-    its ``Linear``.
-    """
-    i = 0
-    for node in nodes:
-        if isinstance(node, Conv):
-            yield f"features.{i}", node
-        elif isinstance(node, Block):
-            for c in node.convs:
-                yield f"features.{i}.body.{c.name}", c
-            if node.shortcut is not None:
-                yield f"features.{i}.shortcut", node.shortcut
-        elif isinstance(node, Classifier):
-            yield "classifier.fc", node
-            continue
-        i += 1
+def weight_name(layer: Layer) -> str:
+    """The state-dict name of a weighted layer's weight in :func:`build_model`'s network."""
+    return f"{layer.path}.conv.weight" if layer.bn else f"{layer.path}.weight"

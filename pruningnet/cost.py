@@ -5,55 +5,19 @@ once into two small matrices and a whole population is costed with two matrix pr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
 from .errors import UserError
-from .spaces.ir import Block, Classifier, Conv, MaxPool, Node, Ref, Space, conv_out_size
+from .spaces.ir import Ref, Scaled, Space
+from .spaces.lowering import Layer
 
 
-@dataclass(frozen=True)
-class LayerCost:
-    """One conv or linear layer at a given input size: the shapes the latency table keys on."""
-
-    name: str
-    kind: str  # "conv", "dwconv" or "linear"
-    in_ch: Ref
-    out_ch: Ref
-    kernel: int
-    stride: int
-    in_size: int
-    out_size: int
-
-
-def layer_table(space: Space) -> list[LayerCost]:
-    """Every conv and linear layer of ``space`` in run order, with its spatial sizes."""
-    rows: list[LayerCost] = []
-    size = space.options["input_size"]
-
-    def conv(prefix: str, c: Conv, in_size: int) -> int:
-        out = conv_out_size(in_size, c.kernel, c.stride, c.padding)
-        rows.append(LayerCost(f"{prefix}{c.name}", "dwconv" if c.depthwise else "conv",
-                              c.in_ch, c.out_ch, c.kernel, c.stride, in_size, out))
-        return out
-
-    node: Node
-    for node in space.nodes:
-        if isinstance(node, Conv):
-            size = conv("", node, size)
-        elif isinstance(node, Block):
-            start = size
-            for c in node.convs:
-                size = conv(f"{node.name}.", c, size)
-            if node.shortcut is not None:
-                conv(f"{node.name}.", node.shortcut, start)
-        elif isinstance(node, MaxPool):
-            size = conv_out_size(size, node.kernel, node.stride, node.padding)
-        elif isinstance(node, Classifier):
-            rows.append(LayerCost(node.name, "linear", node.in_ch, node.num_classes, 1, 1, 1, 1))
-    return rows
+def layer_table(space: Space) -> tuple[Layer, ...]:
+    """Every conv and linear layer of ``space`` in run order, with its spatial sizes (its lowering's
+    weighted layers)."""
+    return space.weighted_layers()
 
 
 class CostModel:
@@ -71,6 +35,8 @@ class CostModel:
             self._add(row)
 
     def _ref(self, ref: Ref) -> tuple[int, int]:
+        if isinstance(ref, Scaled):
+            return self._index[ref.unit], ref.factor
         return (self._one, ref) if isinstance(ref, int) else (self._index[ref], 1)
 
     def _term(self, q: np.ndarray, coef: int, a: Ref, b: Ref | None = None) -> None:
@@ -78,19 +44,15 @@ class CostModel:
         ib, mb = self._ref(b) if b is not None else (self._one, 1)
         q[min(ia, ib), max(ia, ib)] += coef * ma * mb
 
-    def _add(self, r: LayerCost) -> None:
+    def _add(self, r: Layer) -> None:
         k2, hw = r.kernel * r.kernel, r.out_size * r.out_size
         if r.kind == "dwconv":
             self._term(self._q_macs, k2 * hw, r.out_ch)
-            self._term(self._q_params, k2 + 2, r.out_ch)  # weight + BN weight and bias
-        elif r.kind == "conv":
+            self._term(self._q_params, k2, r.out_ch)
+        else:  # conv or linear (kernel 1, size 1)
             self._term(self._q_macs, k2 * hw, r.in_ch, r.out_ch)
             self._term(self._q_params, k2, r.in_ch, r.out_ch)
-            self._term(self._q_params, 2, r.out_ch)
-        else:  # linear with bias
-            self._term(self._q_macs, 1, r.in_ch, r.out_ch)
-            self._term(self._q_params, 1, r.in_ch, r.out_ch)
-            self._term(self._q_params, 1, r.out_ch)
+        self._term(self._q_params, 2 * r.bn + r.bias, r.out_ch)  # BN weight and bias; conv/linear bias
 
     def as_matrix(self, channels: np.ndarray | Mapping[str, int]) -> np.ndarray:
         """A (N, units) float array from an array of vectors or one channels dict."""

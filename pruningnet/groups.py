@@ -4,17 +4,21 @@ Criterion pruning scores channels on a full-width network and needs, per unit, t
 output channels the unit counts. Some of them are index-coupled (channel i of one is channel i of the
 other): a depthwise conv keeps its input's channels, and a residual add ties the block's output to its
 shortcut (or to the block's input). Others share only the count: ResNet-50's ``mid`` unit is the
-output width of both conv1 and conv2 of a bottleneck, whose channels are unrelated.
+output width of both conv1 and conv2 of a bottleneck, whose channels are unrelated; ShuffleNetV2's
+split, concatenation and shuffle permute a stage's channels between blocks, so each branch output of
+a stage is a class of its own (the count is shared, the indices are not modelled).
 
 :func:`unit_groups` returns, per searchable unit, its coupling classes, each a list of module paths
-(in :func:`pruningnet.build.static_paths` naming). One traversal, the builder's own naming.
+(in :func:`pruningnet.build.build_model`'s naming). It reads the space's lowering, whose
+``out_class`` is that coupling. Only conv + BN layers are producers (every criterion needs a BN or a
+conv weight of the unit's width): a unit with none (MobileNetV3's squeeze-excitation widths) is left
+out and keeps its full width in criterion baselines.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .build import static_paths
-from .spaces.ir import Block, Conv, Space
+from .spaces.ir import Space
 
 
 @dataclass(frozen=True)
@@ -26,54 +30,11 @@ class Producer:
     depthwise: bool
 
 
-class _Classes:
-    """Union-find over channel-index classes."""
-
-    def __init__(self):
-        self.parent: list[int] = []
-
-    def new(self) -> int:
-        self.parent.append(len(self.parent))
-        return len(self.parent) - 1
-
-    def find(self, a: int) -> int:
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
-        return a
-
-    def union(self, a: int, b: int) -> int:
-        ra, rb = self.find(a), self.find(b)
-        self.parent[max(ra, rb)] = min(ra, rb)
-        return min(ra, rb)
-
-
 def unit_groups(space: Space) -> dict[str, list[list[Producer]]]:
-    """Per searchable (non-fixed) unit: its coupling classes of producers, in run order."""
-    paths = {id(node): path for path, node in static_paths(space.nodes)}
-    classes = _Classes()
-    found: list[tuple[Producer, int]] = []
-    cur = classes.new()  # the input image's channels
-
-    def conv(c: Conv, x: int) -> int:
-        out = x if c.depthwise else classes.new()
-        if isinstance(c.out_ch, str):
-            found.append((Producer(paths[id(c)], c.out_ch, c.depthwise), out))
-        return out
-
-    for node in space.nodes:
-        if isinstance(node, Conv):
-            cur = conv(node, cur)
-        elif isinstance(node, Block):
-            y = cur
-            for c in node.convs:
-                y = conv(c, y)
-            if node.residual:
-                s = conv(node.shortcut, cur) if node.shortcut is not None else cur
-                y = classes.union(y, s)
-            cur = y
+    """Per searchable (non-fixed) unit that has producers: its coupling classes, in run order."""
     out: dict[str, dict[int, list[Producer]]] = {u.name: {} for u in space.units if not u.fixed}
-    for prod, cls in found:
-        if prod.unit in out:
-            out[prod.unit].setdefault(classes.find(cls), []).append(prod)
-    return {u: list(by_class.values()) for u, by_class in out.items()}
+    for layer in space.weighted_layers():
+        if layer.bn and isinstance(layer.out_ch, str) and layer.out_ch in out:
+            prod = Producer(layer.path, layer.out_ch, layer.depthwise)
+            out[layer.out_ch].setdefault(layer.out_class, []).append(prod)
+    return {u: list(by_class.values()) for u, by_class in out.items() if by_class}

@@ -2,11 +2,14 @@
 
 As in MetaPruning, every conv and linear layer has its own generator, FC -> ReLU -> FC, fed that
 layer's own channel ratios (``[in/max_in, out/max_out]``). It emits the full max-size weight, which
-is cropped to ``[:out, :in]``. BatchNorm has no affine parameters and normalises with batch
+is cropped to ``[:out, :in]``. Biases (squeeze-excitation convs, linears) are shared parameters of
+the max width, cropped likewise. The forward runs the *same* module tree as the static network
+(:class:`pruningnet.build.Builder`), with generated layers in place of plain ones, so the two cannot
+differ in structure. BatchNorm has no affine parameters and normalises with batch
 statistics during meta-training; for a candidate, statistics are re-estimated on training batches
 (:func:`pruningnet.bn.recalibrate_bn`) after :meth:`PruningNet.generate` builds its static network.
 
-The classifier's emitted weight is **centred**: each row has zero mean over the input channels the
+Every emitted linear weight (the classifier's) is **centred**: each row has zero mean over the input channels the
 vector keeps. Its inputs are pooled ReLU/ReLU6 outputs of a BN layer, so every channel carries the
 same positive mean (about 0.39); an uncentred row puts a class offset ``mean * sum(row[:in])`` on the
 logits. That direction has a curvature about ``in`` times the others (SGD at lr 0.05 with momentum
@@ -25,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .build import build_model, resolve, static_paths
-from .spaces.ir import Block, Classifier, Conv, MaxPool, Ref, Space
+from .build import Builder, activation, build_model, weight_name
+from .spaces.ir import Ref, Scaled, Space, resolve
+from .spaces.lowering import Layer
 from .spec import make_spec
 
 
@@ -54,23 +58,73 @@ class WeightGenerator(nn.Module):
         return torch.matmul(w, h) + self.bias[:out_chs, :in_chs]
 
 
-def _max(ref: Ref, space: Space) -> int:
-    return ref if isinstance(ref, int) else space.unit(ref).max
-
-
 def _key(path: str) -> str:
     return path.replace(".", "_")
 
 
-_ACT = {"relu": F.relu, "relu6": F.relu6, None: lambda x: x}
+class _Source:
+    """Where generated layers get their weights during one :meth:`PruningNet.forward` (set for the
+    call's duration only; nothing about a vector outlives the call)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self):
+        self.fn = None
+
+    def __call__(self, layer: Layer):
+        if self.fn is None:
+            raise RuntimeError("generated layers run only inside PruningNet.forward(x, channels)")
+        return self.fn(layer)
+
+
+class _GenConvBN(nn.Module):
+    """A generated conv, BN on batch statistics without affine parameters, the activation."""
+
+    def __init__(self, layer: Layer, source: _Source):
+        super().__init__()
+        self.layer, self.source, self.act = layer, source, activation(layer.act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, _ = self.source(self.layer)
+        groups = w.shape[0] if self.layer.depthwise else 1
+        x = F.conv2d(x, w, None, self.layer.stride, self.layer.padding, 1, groups)
+        return self.act(F.batch_norm(x, None, None, training=True))
+
+
+class _GenConv(nn.Module):
+    """A generated conv with a bias and no BN (squeeze-excitation)."""
+
+    def __init__(self, layer: Layer, source: _Source):
+        super().__init__()
+        self.layer, self.source = layer, source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.source(self.layer)
+        return F.conv2d(x, w, b, self.layer.stride, self.layer.padding)
+
+
+class _GenLinear(nn.Module):
+    def __init__(self, layer: Layer, source: _Source):
+        super().__init__()
+        self.layer, self.source = layer, source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.source(self.layer)
+        return F.linear(x, w, b)
+
+
+def _generated(layer: Layer, source: _Source) -> nn.Module:
+    if layer.kind == "linear":
+        return _GenLinear(layer, source)
+    return _GenConvBN(layer, source) if layer.bn else _GenConv(layer, source)
 
 
 class PruningNet(nn.Module):
     """Generates and runs the sub-network of any channel vector of ``space``.
 
-    ``forward(x, channels)`` takes the vector as an argument; nothing about it is stored on modules.
-    ``center_classifier`` (see the module docstring) is a class attribute only so that
-    ``benchmarks/bench_meta_training.py`` can measure meta-training without it.
+    ``forward(x, channels)`` takes the vector as an argument; nothing about it is kept on modules
+    after the call. ``center_classifier`` (see the module docstring) is a class attribute only so
+    that ``benchmarks/bench_meta_training.py`` can measure meta-training without it.
     """
 
     center_classifier: bool = True
@@ -80,59 +134,66 @@ class PruningNet(nn.Module):
         self.space = space
         self.hidden = hidden
         self.generators = nn.ModuleDict()
-        for path, node in static_paths(space.nodes):
-            if isinstance(node, Classifier):
-                mx_in = _max(node.in_ch, space)
-                self.generators[_key(path)] = WeightGenerator(node.num_classes, mx_in, 1, hidden, 0.01)
-                self.fc_bias = nn.Parameter(torch.zeros(node.num_classes))
+        self.biases = nn.ParameterDict()
+        self._layers = space.weighted_layers()
+        last = self._layers[-1]
+        for layer in self._layers:
+            mx_out, mx_in = self._max(layer.out_ch), self._max(layer.in_ch)
+            if layer.kind == "linear":
+                std = 0.01  # torchvision's init of a Linear
             else:
-                mx_out, mx_in = _max(node.out_ch, space), _max(node.in_ch, space)
-                in_per_group = 1 if node.depthwise else mx_in
-                fan = node.kernel * node.kernel * (1 if node.depthwise else mx_out)
+                fan = layer.kernel * layer.kernel * (1 if layer.depthwise else mx_out)
                 std = math.sqrt(2.0 / fan)  # torchvision's kaiming fan_out init of the emitted weight
-                self.generators[_key(path)] = WeightGenerator(mx_out, in_per_group, node.kernel, hidden, std)
-        # keyed by the node itself (frozen dataclasses, named): survives deepcopy and pickling
-        paths = list(static_paths(space.nodes))
-        self._paths = {node: _key(path) for path, node in paths}
-        assert len(self._paths) == len(paths), "two layers of the space are equal nodes"
+            in_per_group = 1 if layer.depthwise else mx_in
+            self.generators[_key(layer.path)] = WeightGenerator(mx_out, in_per_group, layer.kernel, hidden, std)
+            if layer.bias and layer is not last:
+                self.biases[_key(layer.path)] = nn.Parameter(torch.zeros(mx_out))
+        self.fc_bias = nn.Parameter(torch.zeros(self._max(last.out_ch)))  # the classifier's
+        self._source = _Source()
+        self.body = Builder(space.layers, lambda layer: _generated(layer, self._source)).model(space.nodes)
+
+    def _max(self, ref: Ref) -> int:
+        if isinstance(ref, Scaled):
+            return ref.factor * self.space.unit(ref.unit).max
+        return ref if isinstance(ref, int) else self.space.unit(ref).max
 
     # --- weights -----------------------------------------------------------------------------
     def ratio_table(self, channels: Mapping[str, int]) -> dict:
         """Every layer's generator input at once: built on the host and copied to the device in one
         transfer (per-layer tensors would cost one host-to-device copy and sync per layer on a GPU)."""
-        nodes = list(self._paths)
-        vals = []
-        for node in nodes:
-            out_ref = node.num_classes if isinstance(node, Classifier) else node.out_ch
-            vals.append([resolve(r, channels) / _max(r, self.space) for r in (node.in_ch, out_ref)])
+        vals = [[resolve(r, channels) / self._max(r) for r in (layer.in_ch, layer.out_ch)]
+                for layer in self._layers]
         table = torch.tensor(vals, dtype=self.fc_bias.dtype)
         device = self.fc_bias.device
         if device.type != "cpu":
             table = table.pin_memory().to(device, non_blocking=True)
-        return {node: table[i] for i, node in enumerate(nodes)}
+        return {layer.path: table[i] for i, layer in enumerate(self._layers)}
 
-    def layer_weight(self, node: Conv | Classifier, channels: Mapping[str, int], ratios: dict) -> torch.Tensor:
-        """The generated weight of one layer, cropped to ``channels`` (``ratios``: :meth:`ratio_table`)."""
-        gen = self.generators[self._paths[node]]
-        r = ratios[node]
-        cin = resolve(node.in_ch, channels)
-        if isinstance(node, Classifier):
-            w = gen(r, node.num_classes, cin).flatten(1)
-            return w - w.mean(dim=1, keepdim=True) if self.center_classifier else w
-        cout = resolve(node.out_ch, channels)
-        return gen(r, cout, 1 if node.depthwise else cin)
+    def layer_weight(self, layer: Layer, channels: Mapping[str, int], ratios: dict
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The generated weight of one layer cropped to ``channels``, and its bias (or None)
+        (``ratios``: :meth:`ratio_table`)."""
+        gen = self.generators[_key(layer.path)]
+        r = ratios[layer.path]
+        cin, cout = resolve(layer.in_ch, channels), resolve(layer.out_ch, channels)
+        bias = None
+        if layer.bias:
+            b = self.fc_bias if layer is self._layers[-1] else self.biases[_key(layer.path)]
+            bias = b[:cout]
+        if layer.kind == "linear":
+            w = gen(r, cout, cin).flatten(1)
+            return (w - w.mean(dim=1, keepdim=True) if self.center_classifier else w), bias
+        return gen(r, cout, 1 if layer.depthwise else cin), bias
 
     def generate_weights(self, channels: Mapping[str, int]) -> dict[str, torch.Tensor]:
-        """State-dict entries (conv and linear weights, linear bias) of :func:`build_model`'s network."""
+        """State-dict entries (conv and linear weights, biases) of :func:`build_model`'s network."""
         out = {}
         ratios = self.ratio_table(channels)
-        for path, node in static_paths(self.space.nodes):
-            w = self.layer_weight(node, channels, ratios)
-            if isinstance(node, Classifier):
-                out[f"{path}.weight"] = w
-                out[f"{path}.bias"] = self.fc_bias
-            else:
-                out[f"{path}.conv.weight"] = w
+        for layer in self._layers:
+            w, b = self.layer_weight(layer, channels, ratios)
+            out[weight_name(layer)] = w
+            if b is not None:
+                out[f"{layer.path}.bias"] = b
         return out
 
     @torch.no_grad()
@@ -156,30 +217,10 @@ class PruningNet(nn.Module):
         return model
 
     # --- forward -----------------------------------------------------------------------------
-    def _conv(self, x: torch.Tensor, c: Conv, channels: Mapping[str, int], ratios: dict) -> torch.Tensor:
-        w = self.layer_weight(c, channels, ratios)
-        groups = w.shape[0] if c.depthwise else 1
-        x = F.conv2d(x, w, None, c.stride, c.padding, 1, groups)
-        x = F.batch_norm(x, None, None, training=True)
-        return _ACT[c.act](x)
-
     def forward(self, x: torch.Tensor, channels: Mapping[str, int]) -> torch.Tensor:
         ratios = self.ratio_table(channels)
-        for node in self.space.nodes:
-            if isinstance(node, Conv):
-                x = self._conv(x, node, channels, ratios)
-            elif isinstance(node, Block):
-                y = x
-                for c in node.convs:
-                    y = self._conv(y, c, channels, ratios)
-                if node.residual:
-                    y = y + (self._conv(x, node.shortcut, channels, ratios) if node.shortcut is not None else x)
-                x = _ACT[node.act](y)
-            elif isinstance(node, MaxPool):
-                x = F.max_pool2d(x, node.kernel, node.stride, node.padding)
-            elif isinstance(node, Classifier):
-                x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-                if node.dropout and self.training:
-                    x = F.dropout(x, node.dropout, training=True)
-                x = F.linear(x, self.layer_weight(node, channels, ratios), self.fc_bias)
-        return x
+        self._source.fn = lambda layer: self.layer_weight(layer, channels, ratios)
+        try:
+            return self.body(x)
+        finally:
+            self._source.fn = None

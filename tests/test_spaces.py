@@ -4,9 +4,11 @@ from metaprune import UserError, get_space, list_spaces
 from pruningnet.spaces import METAPRUNING_RATIOS
 
 
-def test_list_spaces_has_the_three_backbones():
-    assert {"mobilenet_v1", "mobilenet_v2", "resnet50"} <= set(list_spaces())
-    assert list_spaces("mobilenet*") == ["mobilenet_v1", "mobilenet_v2"]
+def test_list_spaces_has_the_five_backbones():
+    assert {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "resnet50",
+            "shufflenet_v2"} <= set(list_spaces())
+    assert list_spaces("mobilenet_v*") == ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
+                                           "mobilenet_v3_small"]
 
 
 def test_metapruning_ratio_grid():

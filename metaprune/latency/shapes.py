@@ -1,9 +1,11 @@
 """What the table times: one entry per distinct layer shape, and a space's terms that sum to a network.
 
-A network's latency is the sum of its *terms*: every conv (conv + BN + activation, unfolded, as
+A network's latency is the sum of its *terms*, one per ``timed`` layer of the space's lowering
+(:mod:`pruningnet.spaces.lowering`): every conv (conv + BN + activation, unfolded, as
 :func:`pruningnet.build_model` runs it in eval mode), every block wrapper (the residual add and block
-activation, or just the wrapper call when not residual), every max pool, and the head (global pool,
-flatten, dropout, linear, plus the top-level calls). Each term is a function of at most two channel
+activation, or just the wrapper call when not residual), every squeeze-excitation (pool, two convs,
+gate, product), every ShuffleNetV2 split/concat/shuffle, every max pool, and the head (global pool,
+flatten, linears, dropout, plus the top-level calls). Each term is a function of at most two channel
 counts. Dense convs are measured on a coarse grid of their (in, out) choices and interpolated
 bilinearly; one-channel terms (depthwise convs, blocks, pools, the head) are measured at every choice.
 A value off the grid's range is measured exactly (lazily) instead of extrapolated.
@@ -12,16 +14,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import torch
 from torch import nn
 
-from pruningnet.build import ConvBNAct, ResidualBlock, SubnetModel
-from pruningnet.cost import layer_table
-from pruningnet.spaces.ir import Block, Classifier, Conv, MaxPool, Ref, Space, conv_out_size
+from pruningnet.build import ConvBNAct, ResidualBlock, ShuffleUnit, SqueezeExcitation, SubnetModel, activation
+from pruningnet.spaces.ir import Ref, Scaled, Space, resolve  # noqa: F401  (resolve: for table.py)
 
-KINDS = ("conv", "dwconv", "block", "maxpool", "head")
+KINDS = ("conv", "dwconv", "block", "maxpool", "head", "se", "shuffle")
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,16 @@ class Shape:
     kernel: int = 1
     stride: int = 1
     padding: int = 0
-    act: str | None = None
+    act: str | None = None  # se: "act/gate"
     flag: bool = False  # block: residual add; head: has dropout
+    classes: int = 0  # head with a hidden linear (cin -> cout): the final linear's outputs
 
     def key(self) -> str:
         """The entry's name in the table file, e.g. ``conv|k1s1p0|32|22>132|relu6``."""
-        ch = f"{self.cin}>{self.cout}" if self.cin != self.cout or self.kind == "conv" else f"{self.cin}"
+        ch = f"{self.cin}>{self.cout}" if self.cin != self.cout or self.kind in ("conv", "se") else f"{self.cin}"
+        extra = f"|c{self.classes}" if self.classes else ""
         return (f"{self.kind}|k{self.kernel}s{self.stride}p{self.padding}|{self.size}|{ch}|"
-                f"{self.act or 'none'}|{int(self.flag)}")
+                f"{self.act or 'none'}|{int(self.flag)}{extra}")
 
     def module(self) -> nn.Module:
         """A randomly initialised module equal to what the built network runs for this term."""
@@ -56,7 +59,17 @@ class Shape:
             return nn.MaxPool2d(self.kernel, self.stride, self.padding)
         if self.kind == "head":
             layers = [nn.Dropout(0.2)] if self.flag else []
-            return SubnetModel(nn.Sequential(), nn.Sequential(*layers, nn.Linear(self.cin, self.cout)))
+            if self.classes:
+                layers = [nn.Linear(self.cin, self.cout), activation(self.act), *layers,
+                          nn.Linear(self.cout, self.classes)]
+            else:
+                layers.append(nn.Linear(self.cin, self.cout))
+            return SubnetModel(nn.Sequential(), nn.Sequential(*layers))
+        if self.kind == "se":
+            act, gate = self.act.split("/")
+            return SqueezeExcitation(nn.Conv2d(self.cin, self.cout, 1), nn.Conv2d(self.cout, self.cin, 1), act, gate)
+        if self.kind == "shuffle":
+            return ShuffleUnit(None, nn.Identity())
         raise ValueError(f"unknown shape kind {self.kind!r}")
 
     def inputs(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
@@ -79,43 +92,18 @@ class Term:
 
     def shape(self, cin: int, cout: int) -> Shape:
         t = self.template
-        return Shape(t.kind, cin, cout, t.size, t.kernel, t.stride, t.padding, t.act, t.flag)
+        return Shape(t.kind, cin, cout, t.size, t.kernel, t.stride, t.padding, t.act, t.flag, t.classes)
 
 
 def space_terms(space: Space) -> list[Term]:
-    """The terms of ``space`` in run order; conv sizes come from :func:`pruningnet.cost.layer_table`."""
-    rows = iter(layer_table(space))
+    """The terms of ``space`` in run order: one per timed layer of its lowering."""
     terms: list[Term] = []
-    size = space.options["input_size"]
-    channels: Ref = space.options["in_channels"]
-
-    def conv(prefix: str, c: Conv) -> int:
-        row = next(rows)
-        assert row.name == f"{prefix}{c.name}", (row.name, c.name)
-        kind = "dwconv" if c.depthwise else "conv"
-        terms.append(Term(row.name, Shape(kind, 0, 0, row.in_size, c.kernel, c.stride, c.padding, c.act),
-                          c.in_ch, c.out_ch))
-        return row.out_size
-
-    for node in space.nodes:
-        if isinstance(node, Conv):
-            size, channels = conv("", node), node.out_ch
-        elif isinstance(node, Block):
-            for c in node.convs:
-                size = conv(f"{node.name}.", c)
-            if node.shortcut is not None:
-                conv(f"{node.name}.", node.shortcut)
-            channels = node.convs[-1].out_ch
-            terms.append(Term(f"{node.name}.block", Shape("block", 0, 0, size, act=node.act,
-                                                          flag=node.residual), channels, channels))
-        elif isinstance(node, MaxPool):
-            terms.append(Term(node.name, Shape("maxpool", 0, 0, size, node.kernel, node.stride, node.padding),
-                              channels, channels))
-            size = conv_out_size(size, node.kernel, node.stride, node.padding)
-        elif isinstance(node, Classifier):
-            row = next(rows)
-            terms.append(Term(node.name, Shape("head", 0, 0, size, flag=node.dropout > 0),
-                              node.in_ch, node.num_classes))
+    for x in space.layers:
+        if not x.timed:
+            continue
+        act = f"{x.act}/{x.gate}" if x.kind == "se" else x.act
+        shape = Shape(x.kind, 0, 0, x.in_size, x.kernel, x.stride, x.padding, act, x.flag, x.classes)
+        terms.append(Term(x.name, shape, x.in_ch, x.out_ch))
     return terms
 
 
@@ -123,6 +111,8 @@ def axis(space: Space, ref: Ref, step: int) -> tuple[int, ...]:
     """Grid values of a ref: a fixed int, or every ``step``-th choice of its unit plus the last."""
     if isinstance(ref, int):
         return (ref,)
+    if isinstance(ref, Scaled):
+        return tuple(ref.factor * v for v in axis(space, ref.unit, step))
     choices = space.unit(ref).choices
     picked = list(choices[::step])
     if picked[-1] != choices[-1]:
@@ -154,10 +144,6 @@ def term_points(term: Term, axes, cin: int, cout: int) -> list[tuple[Shape, floa
         return [(term.shape(v, v), w) for v, w in bracket(axes[0], cin)]
     return [(term.shape(a, b), wa * wb)
             for (a, wa), (b, wb) in itertools.product(bracket(axes[0], cin), bracket(axes[1], cout))]
-
-
-def resolve(ref: Ref, channels: Mapping[str, int]) -> int:
-    return ref if isinstance(ref, int) else int(channels[ref])
 
 
 def grid_shapes(space: Space, grid_step: int) -> list[Shape]:

@@ -2,7 +2,7 @@
 from .ir import Block, Classifier, Conv, MaxPool, Space, Unit, round_channels
 from .registry import (METAPRUNING_RATIOS, default_options, get_space, list_spaces, register_space,
                        space_summary)
-from . import mobilenet_v1, mobilenet_v2, resnet50  # noqa: F401  (registration)
+from . import mobilenet_v1, mobilenet_v2, mobilenet_v3, resnet50, shufflenet_v2  # noqa: F401  (registration)
 
 __all__ = ["Block", "Classifier", "Conv", "MaxPool", "Space", "Unit", "round_channels",
            "METAPRUNING_RATIOS", "default_options", "get_space", "list_spaces", "register_space",

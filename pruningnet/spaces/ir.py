@@ -1,8 +1,10 @@
-"""The network description that spaces produce and every consumer reads.
+"""The network description that spaces produce.
 
-A space turns its options into a tuple of nodes. Channel counts are *refs*: a unit name (searchable)
-or a fixed int (input channels, classes). The cost model, the static builder and the PruningNet all
-interpret the same nodes, so they cannot disagree about the structure.
+A space turns its options into a tuple of nodes. Channel counts are *refs*: a unit name (searchable),
+a fixed int (input channels, classes) or a :class:`Scaled` unit (ShuffleNetV2's concatenation of
+two branches is twice its branch unit). Nothing walks these nodes but
+:mod:`pruningnet.spaces.lowering` (one traversal that every consumer reads) and the builder's
+per-node rules (:mod:`pruningnet.build`).
 """
 from __future__ import annotations
 
@@ -10,7 +12,34 @@ import math
 from dataclasses import dataclass, field
 from typing import Union
 
-Ref = Union[str, int]
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """``factor`` times the unit ``unit`` (a ref, like a unit name)."""
+
+    unit: str
+    factor: int
+
+    def __str__(self) -> str:
+        return f"{self.factor}*{self.unit}"
+
+
+Ref = Union[str, int, Scaled]
+
+
+def ref_unit(ref: Ref) -> str | None:
+    """The unit a ref counts in, or None for a fixed count."""
+    return ref if isinstance(ref, str) else ref.unit if isinstance(ref, Scaled) else None
+
+
+def resolve(ref: Ref, channels) -> int:
+    """A ref's channel count under ``channels`` (a mapping of unit names to counts)."""
+    if isinstance(ref, str):
+        return int(channels[ref])
+    if isinstance(ref, Scaled):
+        return ref.factor * int(channels[ref.unit])
+    return ref
 
 
 def round_channels(value: float, round_to: int) -> int:
@@ -45,15 +74,38 @@ class Conv:
 
 
 @dataclass(frozen=True)
-class Block:
-    """Convs run in sequence; with ``residual`` their output is added to the shortcut
-    (identity when ``shortcut`` is None), then ``act`` is applied."""
+class SqueezeExcite:
+    """torchvision's SqueezeExcitation: global pool, 1x1 conv (with bias) to ``squeeze``, ``act``,
+    1x1 conv (with bias) back to ``channels``, ``gate``; the input is scaled by the result."""
 
     name: str
-    convs: tuple[Conv, ...]
+    channels: Ref
+    squeeze: Ref
+    act: str = "relu"
+    gate: str = "hardsigmoid"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Layers (convs, squeeze-excitations) run in sequence; with ``residual`` their output is added
+    to the shortcut (identity when ``shortcut`` is None), then ``act`` is applied."""
+
+    name: str
+    convs: tuple[Union[Conv, SqueezeExcite], ...]
     residual: bool = False
     shortcut: Conv | None = None
     act: str | None = None
+
+
+@dataclass(frozen=True)
+class ShuffleBlock:
+    """ShuffleNetV2's unit. With ``branch1`` (the stride-2 unit) both branches read the input;
+    without it the input's channels are split in halves, the first passes through and the second goes
+    through ``branch2``. The two halves are concatenated and shuffled (2 groups)."""
+
+    name: str
+    branch2: tuple[Conv, ...]
+    branch1: tuple[Conv, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,30 +118,22 @@ class MaxPool:
 
 @dataclass(frozen=True)
 class Classifier:
-    """Global average pool, optional dropout, Linear(in_ch, num_classes) with bias."""
+    """Global average pool, then (with ``hidden``) Linear(in_ch, hidden) + ``hidden_act``, optional
+    dropout, Linear(., num_classes); linears have biases."""
 
     name: str
     in_ch: Ref
     num_classes: int
     dropout: float = 0.0
+    hidden: Ref | None = None
+    hidden_act: str | None = None
 
 
-Node = Union[Conv, Block, MaxPool, Classifier]
+Node = Union[Conv, Block, ShuffleBlock, MaxPool, Classifier]
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
-
-
-def iter_convs(nodes: tuple[Node, ...]):
-    """Every Conv in run order, with the shortcut conv after its block's body."""
-    for node in nodes:
-        if isinstance(node, Conv):
-            yield node
-        elif isinstance(node, Block):
-            yield from node.convs
-            if node.shortcut is not None:
-                yield node.shortcut
 
 
 @dataclass(frozen=True)
@@ -107,12 +151,18 @@ class Unit:
 
 @dataclass(frozen=True)
 class Space:
-    """A backbone with resolved options: its units in run order and its network nodes."""
+    """A backbone with resolved options: its units in run order, its network nodes and their
+    lowering (:mod:`pruningnet.spaces.lowering`, the flat list of layers every consumer reads)."""
 
     name: str
     options: dict = field(hash=False, compare=False)
     units: tuple[Unit, ...]
     nodes: tuple[Node, ...]
+    layers: tuple = field(default=(), hash=False, compare=False, repr=False)
+
+    def weighted_layers(self):
+        """The conv and linear layers of :attr:`layers`, in run order."""
+        return tuple(x for x in self.layers if x.weighted)
 
     @property
     def unit_names(self) -> tuple[str, ...]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import UserError
-from .ir import Block, Conv, MaxPool, Node, Space, Unit, conv_out_size, iter_convs, round_channels
+from .ir import Node, Space, Unit, ref_unit, round_channels
+from .lowering import lower_nodes
 
 MAX_RATIOS = 1000  # choices per unit; MetaPruning uses 31
 MAX_INPUT_SIZE = 8192  # pixels per side; keeps MACs of any space far inside int64
@@ -140,25 +141,14 @@ def resolve_options(name: str, options: dict | None = None) -> dict:
     return opts
 
 
-def _units_in_run_order(nodes: tuple[Node, ...]) -> list[str]:
+def _units_in_run_order(layers) -> list[str]:
     order: list[str] = []
-    for c in iter_convs(nodes):
-        for ref in (c.in_ch, c.out_ch):
-            if isinstance(ref, str) and ref not in order:
-                order.append(ref)
+    for layer in layers:
+        for ref in (layer.in_ch, layer.out_ch):
+            unit = ref_unit(ref)
+            if unit is not None and unit not in order:
+                order.append(unit)
     return order
-
-
-def _check_spatial(name: str, opts: dict, nodes: tuple[Node, ...]) -> None:
-    size = opts["input_size"]
-    for node in nodes:
-        convs = [node] if isinstance(node, Conv) else list(node.convs) if isinstance(node, Block) else []
-        for c in convs:
-            size = conv_out_size(size, c.kernel, c.stride, c.padding)
-        if isinstance(node, MaxPool):
-            size = conv_out_size(size, node.kernel, node.stride, node.padding)
-        if size < 1:
-            raise UserError(f"option input_size={opts['input_size']} is too small for space {name}")
 
 
 def get_space(name: str, **options: Any) -> Space:
@@ -166,8 +156,11 @@ def get_space(name: str, **options: Any) -> Space:
     entry = _entry(name)
     opts = resolve_options(name, options)
     unit_max, nodes = entry.describe(opts)
-    _check_spatial(name, opts, nodes)
-    order = _units_in_run_order(nodes)
+    try:
+        layers = lower_nodes(nodes, opts["input_size"], opts["in_channels"])
+    except ValueError:
+        raise UserError(f"option input_size={opts['input_size']} is too small for space {name}") from None
+    order = _units_in_run_order(x for x in layers if x.weighted)
     assert set(order) == set(unit_max), "describer units and nodes disagree"
     unknown = [f for f in opts["fixed_units"] if f not in unit_max]
     if unknown:
@@ -182,4 +175,4 @@ def get_space(name: str, **options: Any) -> Space:
             choices = tuple(sorted({min(mx, round_channels(mx * r, opts["round_to"]))
                                     for r in opts["ratios"]}))
         units.append(Unit(u, mx, choices))
-    return Space(name, opts, tuple(units), nodes)
+    return Space(name, opts, tuple(units), nodes, layers)
