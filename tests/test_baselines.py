@@ -15,7 +15,8 @@ from pruningnet.groups import unit_groups
 from metaprune.baselines.criteria import CRITERIA, unit_scores
 from metaprune.baselines.prune import prune_to_budget
 
-SPACES = [("mobilenet_v1", {}), ("mobilenet_v2", {"fixed_units": ["stem", "last"]}), ("resnet50", {})]
+SPACES = [("mobilenet_v1", {}), ("mobilenet_v2", {"fixed_units": ["stem", "last"]}), ("resnet50", {}),
+          ("mobilenet_v3_small", {"width_mult": 0.5}), ("shufflenet_v2", {"width_mult": 0.5})]
 
 
 def _space(name, **extra):
@@ -90,6 +91,20 @@ def test_resnet50_mid_unit_ties_two_layers_by_count_not_by_channel():
                                                                       ["features.1.body.conv2"]]
     assert [p.path for p in groups["layer1"][0]] == ["features.1.body.conv3", "features.1.shortcut",
                                                       "features.2.body.conv3", "features.3.body.conv3"]
+
+
+def test_compact_backbones_groups():
+    g = unit_groups(_space("mobilenet_v3_small", width_mult=0.5))
+    assert not [u for u in g if u.endswith(".se")]  # squeeze widths have no BN to score: left out
+    # residual adds tie a stage's projections; a depthwise conv keeps its expansion's channels
+    assert [[p.path for p in c] for c in g["stage3"]] == [["features.4.body.project", "features.5.body.project",
+                                                          "features.6.body.project"]]
+    assert [[p.path for p in c] for c in g["block4.expand"]] == [["features.4.body.expand", "features.4.body.dw"]]
+    # ShuffleNetV2: split, concat and shuffle permute channels; each branch output is its own class
+    s = unit_groups(_space("shufflenet_v2", width_mult=0.5))
+    assert [[p.path for p in c] for c in s["stage2"]][:3] == [["features.1.branch1.pw"], ["features.1.branch2.pw2"],
+                                                              ["features.2.branch2.pw2"]]
+    assert [[p.path for p in c] for c in s["stage2.0.mid"]] == [["features.1.branch2.pw1", "features.1.branch2.dw"]]
 
 
 def test_groups_and_l1_ranking_agree_with_torch_pruning():

@@ -13,6 +13,10 @@ SPACES = [
     ("mobilenet_v2", {"num_classes": 10, "small_input": True, "width_mult": 1.0, "round_to": 8}, (32,), 20),
     ("resnet50", {"num_classes": 10, "ratios": "0.1:0.4:0.03"}, (32, 48), 100),
     ("resnet50", {"num_classes": 100, "small_input": True, "ratios": "0.1:0.3:0.05"}, (32,), 20),
+    ("mobilenet_v3_large", {"num_classes": 10}, (32, 64), 24),
+    ("mobilenet_v3_small", {"num_classes": 10, "small_input": True, "round_to": 1}, (32,), 20),
+    ("shufflenet_v2", {"num_classes": 10}, (32, 64), 24),
+    ("shufflenet_v2", {"num_classes": 10, "small_input": True, "width_mult": 0.5}, (32,), 12),
 ]
 
 
@@ -54,6 +58,26 @@ def test_torchvision_parity():
     assert round(count_cost(v1)["macs"] / 1e6, 1) == 568.7
     mv2_14 = make_spec(sp := get_space("mobilenet_v2", width_mult=1.4, round_to=8), sp.max_channels())
     assert round(count_cost(mv2_14)["macs"] / 1e6, 1) == 582.2
+
+
+@pytest.mark.parametrize("name, opts, tv_name, macs, params", [
+    ("mobilenet_v3_large", {}, "mobilenet_v3_large", 216_589_760, 5_483_032),
+    ("mobilenet_v3_small", {}, "mobilenet_v3_small", 56_510_400, 2_542_856),
+    ("shufflenet_v2", {}, "shufflenet_v2_x1_0", 144_907_992, 2_278_604),
+    ("shufflenet_v2", {"width_mult": 0.5}, "shufflenet_v2_x0_5", 40_476_448, 1_366_792),
+])
+def test_compact_backbones_match_torchvision(name, opts, tv_name, macs, params):
+    """Full width at 224: our analytic MACs and params equal torchvision's model counted by
+    FlopCounterMode / 2 and sum(numel)."""
+    import torchvision
+
+    sp = get_space(name, **opts)
+    assert count_cost(make_spec(sp, sp.max_channels())) == {"macs": macs, "params": params}
+    tv = getattr(torchvision.models, tv_name)().eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        tv(torch.zeros(1, 3, 224, 224))
+    assert fc.get_total_flops() // 2 == macs
+    assert sum(p.numel() for p in tv.parameters()) == params
 
 
 def test_torchvision_macs_match_flop_counter():

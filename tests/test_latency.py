@@ -236,3 +236,20 @@ def test_cli_check_missing_table_and_bad_device_exit_2(cli, space, tmp_path):
     (tmp_path / "run").mkdir()
     code, out, err = cli("latency", "build", tmp_path / "run")
     assert code == 2 and "no space.json" in err
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2"])
+def test_compact_backbones_tables_cover_every_timed_layer(name, tmp_path):
+    """A table of MobileNetV3 (squeeze-excitation terms, a head with a hidden linear) or ShuffleNetV2
+    (split/concat/shuffle terms, doubled stage widths) predicts as the sum of one entry per timed
+    layer of the space's lowering, plus the overhead."""
+    opts = {**OPTS, "ratios": [0.5, 1.0], "width_mult": 0.5 if name == "shufflenet_v2" else 0.25}
+    sp = get_space(name, **{**opts, "input_size": 16})
+    table = build_table(sp, threads=1, grid_step=1, timing=FAST, path=tmp_path / "t.json")
+    kinds = {x.kind for x in sp.layers if x.timed}
+    assert kinds >= {"conv", "dwconv", "head", "shuffle" if name == "shufflenet_v2" else "se"}
+    ch = {u.name: u.choices[0] for u in sp.units}
+    parts = table.breakdown_ms(sp, ch)
+    assert list(parts) == [x.name for x in sp.layers if x.timed] + ["overhead"]
+    assert all(np.isfinite(v) and v > 0 for k, v in parts.items() if k != "overhead")
+    assert table.predict_ms(sp, ch)[0] == pytest.approx(sum(parts.values()), rel=1e-9)

@@ -23,6 +23,9 @@ TINY = ["--set", "data.name=synthetic", "--set", "space.options.width_mult=0.25"
     ("mobilenet_v1", {"width_mult": 0.25}),
     ("mobilenet_v2", {"width_mult": 0.35, "small_input": True}),
     ("resnet50", {"width_mult": 0.125, "small_input": True}),
+    ("mobilenet_v3_large", {"width_mult": 0.35, "small_input": True}),
+    ("mobilenet_v3_small", {"width_mult": 0.5, "small_input": True}),
+    ("shufflenet_v2", {"width_mult": 0.5, "small_input": True}),
 ])
 def test_forward_equals_generated_static_network(name, opts):
     """PruningNet(x, channels) and generate(channels) compute the same function."""
@@ -45,7 +48,9 @@ def test_forward_equals_generated_static_network(name, opts):
 
 
 @pytest.mark.parametrize("name, opts", [("mobilenet_v1", {"width_mult": 0.25}),
-                                         ("resnet50", {"width_mult": 0.125, "small_input": True})])
+                                         ("resnet50", {"width_mult": 0.125, "small_input": True}),
+                                         ("mobilenet_v3_small", {"width_mult": 0.5, "small_input": True}),
+                                         ("shufflenet_v2", {"width_mult": 0.5, "small_input": True})])
 def test_pruningnet_deepcopies_pickles_and_saves_whole(name, opts, tmp_path):
     import copy
     import pickle

@@ -9,6 +9,14 @@ from metaprune import build_model, count_cost, get_space, load_spec, make_spec, 
 SMALL = {"input_size": 32, "small_input": True, "num_classes": 10, "width_mult": 0.35}
 
 
+def _random_spec_file(name, tmp_path, seed=0):
+    opts = {**SMALL, "width_mult": 0.5} if name == "shufflenet_v2" else SMALL
+    sp = get_space(name, **opts)
+    rng = np.random.default_rng(seed)
+    spec = make_spec(sp, {u.name: int(rng.choice(u.choices)) for u in sp.units})
+    return save_spec(spec, tmp_path / f"{name}.json")
+
+
 @pytest.fixture
 def spec_file(tmp_path):
     sp = get_space("mobilenet_v2", **SMALL)
@@ -94,6 +102,22 @@ def test_space_list_and_show(cli):
     assert code == 0 and "layer1.0.mid" in out and "largest:" in out
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2"])
+def test_compact_backbones_show_cost_and_build(name, cli, tmp_path):
+    import onnxruntime as ort
+
+    code, out, _ = cli("space", "show", name, "--json")
+    sp = get_space(name)
+    assert code == 0 and json.loads(out)["max_macs"] == count_cost(make_spec(sp, sp.max_channels()))["macs"]
+    spec_file = _random_spec_file(name, tmp_path, seed=1)
+    code, out, _ = cli("cost", spec_file, "--json")
+    assert code == 0 and json.loads(out) == count_cost(load_spec(spec_file))
+    code, _, err = cli("build", spec_file, "--format", "onnx", "-o", tmp_path / "m.onnx")
+    assert code == 0, err
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 10)
+
+
 @pytest.mark.parametrize("args, needle", [
     (("space", "show", "mobilenet_v2", "-o", "bogus=1"), "unknown option 'bogus'"),
     (("space", "show", "mobilenet_v2", "-o", "width_mult"), "is not key=value"),
@@ -118,17 +142,23 @@ def test_build_cli_writes_runnable_files(spec_file, cli, tmp_path):
     assert sess.run(None, {"input": x.numpy()})[0].shape == (2, 10)
 
 
-def test_exports_compute_what_torch_computes(spec_file, tmp_path):
-    """ONNX (onnxruntime alone) and TorchScript outputs equal the torch model's within 1e-4."""
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2"])
+def test_exports_compute_what_torch_computes(name, spec_file, tmp_path):
+    """ONNX (onnxruntime alone) and TorchScript outputs equal the torch model's within 1e-4
+    (hard-swish, squeeze-excitation and channel shuffle included)."""
     import onnxruntime as ort
 
     from metaprune.export import export_model
 
+    if name != "mobilenet_v2":
+        spec_file = _random_spec_file(name, tmp_path)
     spec = load_spec(spec_file)
     torch.manual_seed(0)
     model = build_model(spec).eval()
     with torch.no_grad():
         model.classifier.fc.weight.normal_(0, 1.0)  # logits of order 1-10, not 0.01
+        if hasattr(model.classifier, "hidden"):
+            model.classifier.hidden.weight.normal_(0, model.classifier.hidden.in_features ** -0.5)
         for m in model.modules():  # non-trivial BN statistics
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)

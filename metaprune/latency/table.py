@@ -30,7 +30,7 @@ import numpy as np
 
 from pruningnet.build import build_model
 from pruningnet.errors import UserError
-from pruningnet.spaces.ir import Space
+from pruningnet.spaces.ir import Scaled, Space
 from pruningnet.spec import make_spec
 
 from ..fileio import write_json
@@ -187,7 +187,8 @@ class LatencyTable:
         index = {u: i for i, u in enumerate(space.unit_names)}
         plan, missing = [], {}
         for term, axes in self._plan(space):
-            cols = [np.full(len(x), r) if isinstance(r, int) else x[:, index[r]]
+            cols = [np.full(len(x), r) if isinstance(r, int) else
+                    r.factor * x[:, index[r.unit]] if isinstance(r, Scaled) else x[:, index[r]]
                     for r in (term.in_ref, term.out_ref)]
             if len(x) == 1:
                 pairs, inverse = np.stack(cols, 1), np.zeros(1, dtype=np.int64)

@@ -43,9 +43,9 @@ def _describe(setting, last_channel: int, opts: dict):
     first_down = next(i for i, row in enumerate(setting, start=1) if row[6] == 2)
     prev, stage = "stem", 0
     for idx, (cin, k, exp, cout, se, act, s) in enumerate(setting, start=1):
+        residual = s == 1 and cin == cout  # torchvision's rule, on its strides: same units either way
         if small and idx == first_down:
             s = 1  # CIFAR-style (as mobilenet_v2): keep 32x32 inputs at 32x32 one stage longer
-        residual = s == 1 and cin == cout
         if residual:
             out = prev
         else:
