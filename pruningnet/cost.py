@@ -20,8 +20,19 @@ def layer_table(space: Space) -> tuple[Layer, ...]:
     return space.weighted_layers()
 
 
+CONVENTIONS = ("macs", "metapruning")
+
+
 class CostModel:
-    """MACs and parameters of any channel vector of one space, scalar or batched."""
+    """MACs and parameters of any channel vector of one space, scalar or batched; and, on request,
+    "FLOPs" as MetaPruning's official counter counts them (:meth:`metapruning_flops`).
+
+    The MetaPruning convention (``mobilenetv2/searching/cal_FLOPs.py`` of the official code) adds to
+    conv and linear MACs: the linear bias, a conv bias, every BatchNorm's output elements and the
+    pooling layers' ``k*k*C*H*W`` (max pool, and the head's average pool over the whole map).
+    Activations are not counted: the official MobileNet models apply them functionally, where no hook
+    sees them (its ResNet-50 uses ``nn.ReLU`` modules, so this convention undercounts that one).
+    """
 
     def __init__(self, space: Space):
         self.space = space
@@ -31,7 +42,8 @@ class CostModel:
         self._one = n - 1
         self._q_macs = np.zeros((n, n))
         self._q_params = np.zeros((n, n))
-        for row in layer_table(space):
+        self._q_paper = np.zeros((n, n))
+        for row in space.layers:
             self._add(row)
 
     def _ref(self, ref: Ref) -> tuple[int, int]:
@@ -46,6 +58,13 @@ class CostModel:
 
     def _add(self, r: Layer) -> None:
         k2, hw = r.kernel * r.kernel, r.out_size * r.out_size
+        if not r.weighted:
+            if r.kind == "head":  # the official models' AvgPool2d(kernel = the final map)
+                self._term(self._q_paper, r.in_size * r.in_size, r.in_ch)
+            elif r.kind == "maxpool":
+                self._term(self._q_paper, k2 * hw, r.out_ch)
+            return
+        self._term(self._q_paper, hw * (r.bias + r.bn), r.out_ch)  # bias adds, BN output elements
         if r.kind == "dwconv":
             self._term(self._q_macs, k2 * hw, r.out_ch)
             self._term(self._q_params, k2, r.out_ch)
@@ -69,6 +88,16 @@ class CostModel:
     def macs(self, channels) -> np.ndarray:
         """MACs (the papers' "FLOPs") of each row of ``channels``; int64, exact below 2**53."""
         return self._eval(self._q_macs, channels)
+
+    def metapruning_flops(self, channels) -> np.ndarray:
+        """"FLOPs" of each row as MetaPruning's official counter counts them (see the class docstring)."""
+        return self._eval(self._q_macs + self._q_paper, channels)
+
+    def cost(self, channels, convention: str = "macs") -> np.ndarray:
+        """:meth:`macs` or :meth:`metapruning_flops` by convention name."""
+        if convention not in CONVENTIONS:
+            raise UserError(f"cost convention {convention!r} is unknown; accepted: {', '.join(CONVENTIONS)}")
+        return self.macs(channels) if convention == "macs" else self.metapruning_flops(channels)
 
     def params(self, channels) -> np.ndarray:
         """Parameters of each row of ``channels`` (conv, BN affine, linear weight and bias)."""
@@ -140,7 +169,11 @@ def cost_model(space: Space) -> CostModel:
     return _MODELS[key]
 
 
-def count_cost(spec) -> dict[str, int]:
-    """``{"macs": int, "params": int}`` of a :class:`~pruningnet.spec.SubnetSpec`, without building it."""
+def count_cost(spec, convention: str = "macs") -> dict[str, int]:
+    """``{"macs": int, "params": int}`` of a :class:`~pruningnet.spec.SubnetSpec`, without building it;
+    with ``convention="metapruning"`` also ``"flops_metapruning"`` (MetaPruning's counter)."""
     cm = cost_model(spec.space)
-    return {"macs": int(cm.macs(spec.channels)[0]), "params": int(cm.params(spec.channels)[0])}
+    out = {"macs": int(cm.macs(spec.channels)[0]), "params": int(cm.params(spec.channels)[0])}
+    if convention != "macs":
+        out["flops_metapruning"] = int(cm.cost(spec.channels, convention)[0])
+    return out

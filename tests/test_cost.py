@@ -133,3 +133,63 @@ def test_grid_uniform_baseline_is_on_grid_near_uniform_and_under_budget(ratios):
             assert u.choices.index(below) - 1 <= i <= u.choices.index(above), (u.name, ch[u.name], cont[u.name])
         assert macs >= 0.75 * cont_macs
     assert off_grid >= 3  # the continuous uniform networks really are off the grid
+
+
+def _hook_count(model, x) -> int:
+    """MetaPruning's counter (its cal_FLOPs.py hooks), re-implemented on our built network: conv
+    k*k*in/groups*out*H*W (+ bias), linear weight + bias, BN output elements, pooling k*k*C*H*W."""
+    total = []
+
+    def hook(m, inp, out):
+        if isinstance(m, torch.nn.Conv2d):
+            total.append(out[0].numel() * (m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+                                           + (m.bias is not None)))
+        elif isinstance(m, torch.nn.Linear):
+            total.append(m.weight.numel() + m.bias.numel())
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            total.append(inp[0].numel())
+        elif isinstance(m, torch.nn.MaxPool2d):
+            total.append(m.kernel_size * m.kernel_size * out[0].numel())
+        elif isinstance(m, torch.nn.AdaptiveAvgPool2d) and out.shape[-1] == 1:  # AvgPool2d(final map size)
+            total.append(inp[0].shape[-1] * inp[0].shape[-2] * out[0].numel())
+
+    for m in model.modules():
+        if not list(m.children()):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model.eval()(x)
+    return sum(total)
+
+
+def test_metapruning_variant_and_counter_convention():
+    """The paper's MobileNetV2 (variant=metapruning) and its "FLOPs": at uniform 0.4 the official
+    counter on the official model gives 110,778,899 (benchmarks/check_metapruning_counter.py: equal on
+    14 vectors) where conv + linear MACs are 106,844,375."""
+    sp = get_space("mobilenet_v2", variant="metapruning")
+    assert len(sp.units) == 25 and "last" not in sp.unit_names and sp.unit("stage1.0.expand").max == 44
+    assert [sp.unit(u).max for u in ["stem"] + [f"stage{i}" for i in range(1, 8)]] == [44, 22, 33, 44, 88, 132, 224, 448]
+    c = count_cost(make_spec(sp, sp.uniform_channels(0.4)), "metapruning")
+    assert (c["macs"], c["flops_metapruning"]) == (106_844_375, 110_778_899)
+    # the convention equals the same hooks run on our own networks, for random vectors of two spaces
+    for name, opts in (("mobilenet_v2", {"variant": "metapruning", "input_size": 64}),
+                       ("resnet50", {"input_size": 64, "ratios": "0.1:0.4:0.1"})):
+        sp = get_space(name, **opts)
+        cm = cost_model(sp)
+        for v in random_vectors(sp, 3, seed=1):
+            want = _hook_count(build_model(make_spec(sp, v)), torch.zeros(1, 3, 64, 64))
+            assert cm.metapruning_flops(v)[0] == want == cm.cost(v, "metapruning")[0]
+    with pytest.raises(Exception, match="variant=metapruning is the paper's 1.4x network"):
+        get_space("mobilenet_v2", variant="metapruning", width_mult=1.0)
+
+
+def test_search_budget_in_the_metapruning_convention():
+    from evolution import Problem
+    from metaprune.search.evaluate import make_cost_fn
+
+    sp = get_space("mobilenet_v2", variant="metapruning")
+    cost = make_cost_fn(sp, None, metapruning_flops=True)
+    x = np.array([[u.choices[-1] for u in sp.units]])
+    assert cost(x)["flops_metapruning"][0] > cost(x)["macs"][0] and "flops_metapruning" not in make_cost_fn(sp)(x)
+    prob = Problem([u.choices for u in sp.units], cost, lambda xs: [0.0] * len(xs), {"flops_metapruning": 150e6})
+    low, high = prob.check_budgets()["flops_metapruning"]
+    assert low < 150e6 < high

@@ -118,7 +118,17 @@ def test_compact_backbones_show_cost_and_build(name, cli, tmp_path):
     assert sess.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 10)
 
 
+def test_cost_and_space_show_in_the_metapruning_convention(spec_file, cli):
+    code, out, _ = cli("cost", spec_file, "--convention", "metapruning", "--json")
+    c = json.loads(out)
+    assert code == 0 and c["flops_metapruning"] > c["macs"] == count_cost(load_spec(spec_file))["macs"]
+    code, out, _ = cli("space", "show", "mobilenet_v2", "-o", "variant=metapruning", "--convention", "metapruning")
+    assert code == 0 and "stage1.0.expand" in out and "MetaPruning's counter: 13.81M to 579.30M FLOPs" in out
+
+
 @pytest.mark.parametrize("args, needle", [
+    (("space", "show", "mobilenet_v2", "-o", "variant=paper"), "accepted: torchvision, metapruning"),
+    (("cost", "x.json", "--convention", "paper"), "'paper' is not one of 'macs', 'metapruning'"),
     (("space", "show", "mobilenet_v2", "-o", "bogus=1"), "unknown option 'bogus'"),
     (("space", "show", "mobilenet_v2", "-o", "width_mult"), "is not key=value"),
     (("space", "show", "nope"), "unknown space 'nope'"),

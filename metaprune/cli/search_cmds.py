@@ -56,6 +56,10 @@ def _scorer_factory(run_path: Path, device: str):
 @cli.command(epilog=_BUDGET_HELP)
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @_budget_options
+@click.option("--max-flops-metapruning", metavar="COUNT",
+              help="Budget in the MetaPruning paper's FLOPs (its official counter: MACs plus BN outputs, "
+                   "pooling and linear biases; `metaprune cost --convention metapruning`), e.g. 150M on "
+                   "`-o variant=metapruning` of mobilenet_v2 for the paper's 150M setting.")
 @click.option("--strategy", type=click.Choice(["constrained", "pareto"]),
               help="constrained: MetaPruning's search for the best vector under the budgets; pareto: "
                    "NSGA-II over (proxy error, MACs) giving the front for every budget at once "
@@ -66,8 +70,8 @@ def _scorer_factory(run_path: Path, device: str):
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set generations=5 --set eval.max_images=500.")
 @click.option("--objectives", metavar="KEYS",
-              help="Cost objectives of the front, comma-separated from macs, params, latency_ms "
-                   "[default: macs].")
+              help="Cost objectives of the front, comma-separated from macs, params, latency_ms, "
+                   "flops_metapruning [default: macs].")
 @click.option("--resume", is_flag=True, help="Continue the run's interrupted search.")
 @click.option("--overwrite", is_flag=True, help="Replace the run's existing search.")
 @click.option("--workers", type=int, help="Evaluate on this many Ray actors (local Ray unless --address).")
@@ -76,8 +80,8 @@ def _scorer_factory(run_path: Path, device: str):
               help="Where candidates are scored.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @json_option
-def search(run_dir, max_macs, max_params, max_latency_ms, strategy, config_path, sets, objectives,
-           resume, overwrite, workers, address, device, quiet, as_json) -> None:
+def search(run_dir, max_macs, max_params, max_latency_ms, max_flops_metapruning, strategy, config_path, sets,
+           objectives, resume, overwrite, workers, address, device, quiet, as_json) -> None:
     """Search RUN's PruningNet for channel vectors under budgets; writes RUN/search/."""
     from ..config import config_path as resolve_config
     from ..config import load_config, read_yaml, shipped_configs
@@ -85,6 +89,8 @@ def search(run_dir, max_macs, max_params, max_latency_ms, strategy, config_path,
     from ..search.runner import search_run
 
     budgets = _budgets(max_macs, max_params, max_latency_ms)
+    if max_flops_metapruning is not None:
+        budgets["flops_metapruning"] = parse_count(max_flops_metapruning, "--max-flops-metapruning")
     if workers is not None and workers < 1:
         raise UserError(f"--workers {workers} must be >= 1")
     if resume and (config_path or sets or strategy or objectives or overwrite):
@@ -105,7 +111,7 @@ def search(run_dir, max_macs, max_params, max_latency_ms, strategy, config_path,
     progress = None if (quiet or as_json) else (lambda line: click.echo(line, err=True))
     out = search_run(Path(run_dir), cfg, budgets, resume=resume, overwrite=overwrite, workers=workers,
                      address=address, device=device, progress=progress)
-    best = {k: out.best[k] for k in ("id", "macs", "params", "latency_ms") if k in out.best}
+    best = {k: out.best[k] for k in ("id", "macs", "params", "latency_ms", "flops_metapruning") if k in out.best}
     summary = {"run": str(out.path), "strategy": out.strategy, "budgets": out.budgets,
                "evaluated": out.evaluated, "new_evaluations": out.new_evaluations,
                "seconds": round(out.seconds, 2),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from pruningnet import build_model, count_cost, get_space, list_spaces
-from pruningnet.cost import cost_model
+from pruningnet.cost import CONVENTIONS, cost_model
 from pruningnet.spaces import space_summary
 
 from ..export import FORMATS, export_model
@@ -12,6 +12,12 @@ from ..specfile import load_spec
 from ..units import format_count
 from .common import echo_json, json_option, options_option, parse_key_values
 from .main import cli
+
+CONVENTION_HELP = ("macs: conv + linear MACs, BN folded (the unit papers call FLOPs); metapruning: "
+                   "MetaPruning's official counter (MACs plus BN outputs, pooling and linear biases; its "
+                   "paper's FLOPs, e.g. 110.8M for variant=metapruning at uniform 0.4).")
+convention_option = click.option("--convention", type=click.Choice(CONVENTIONS), default="macs",
+                                 show_default=True, help=CONVENTION_HELP)
 
 
 @cli.group()
@@ -27,23 +33,28 @@ def space_list(pattern: str) -> None:
         click.echo(f"{name:14s} {space_summary(name)}")
 
 
-def space_info(name: str, options: dict) -> dict:
+def space_info(name: str, options: dict, convention: str = "macs") -> dict:
     sp = get_space(name, **options)
     cm = cost_model(sp)
     lo, hi = sp.min_channels(), sp.max_channels()
-    return {"space": sp.name, "options": sp.options,
+    info = {"space": sp.name, "options": sp.options,
             "units": [{"name": u.name, "max": u.max, "choices": list(u.choices)} for u in sp.units],
             "min_macs": int(cm.macs(lo)[0]), "max_macs": int(cm.macs(hi)[0]),
             "min_params": int(cm.params(lo)[0]), "max_params": int(cm.params(hi)[0])}
+    if convention != "macs":
+        info.update(min_flops_metapruning=int(cm.cost(lo, convention)[0]),
+                    max_flops_metapruning=int(cm.cost(hi, convention)[0]))
+    return info
 
 
 @space.command("show")
 @click.argument("name")
 @options_option
+@convention_option
 @json_option
-def space_show(name: str, options: tuple[str, ...], as_json: bool) -> None:
+def space_show(name: str, options: tuple[str, ...], convention: str, as_json: bool) -> None:
     """Print a space's units in run order and its smallest and largest member's cost (MACs = FLOPs)."""
-    info = space_info(name, parse_key_values(options, "-o"))
+    info = space_info(name, parse_key_values(options, "-o"), convention)
     if as_json:
         echo_json(info)
         return
@@ -54,19 +65,26 @@ def space_show(name: str, options: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"{u['name']:22s} {u['max']:6d} {len(c):8d}  {c[0]}..{c[-1]}")
     click.echo(f"smallest: {format_count(info['min_macs'])} MACs, {format_count(info['min_params'])} params")
     click.echo(f"largest:  {format_count(info['max_macs'])} MACs, {format_count(info['max_params'])} params")
+    if convention != "macs":
+        click.echo(f"MetaPruning's counter: {format_count(info['min_flops_metapruning'])} to "
+                   f"{format_count(info['max_flops_metapruning'])} FLOPs")
 
 
 @cli.command()
 @click.argument("spec_file", metavar="SPEC")
+@convention_option
 @json_option
-def cost(spec_file: str, as_json: bool) -> None:
+def cost(spec_file: str, convention: str, as_json: bool) -> None:
     """MACs (conv + linear, BN folded; the papers' FLOPs) and parameters of a subnet spec."""
-    c = count_cost(load_spec(spec_file))
+    c = count_cost(load_spec(spec_file), convention)
     if as_json:
         echo_json(c)
     else:
         click.echo(f"MACs:   {c['macs']:,} ({format_count(c['macs'])}; FLOPs = 2 x MACs)")
         click.echo(f"params: {c['params']:,} ({format_count(c['params'])})")
+        if "flops_metapruning" in c:
+            f = c["flops_metapruning"]
+            click.echo(f"FLOPs, MetaPruning's counter: {f:,} ({format_count(f)}; MACs + BN, pooling, biases)")
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from evolution import EvolutionSettings
 
 from ..config import check
 
-COST_KEYS = ("macs", "params", "latency_ms")
+COST_KEYS = ("macs", "params", "latency_ms", "flops_metapruning")
 
 
 @dataclass(frozen=True)

@@ -96,12 +96,16 @@ def load_latency_table(run_path: Path):
     return load_table(path)
 
 
-def make_cost_fn(space: Space, latency_table=None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """``(N, units) channels -> {"macs", "params"[, "latency_ms"]}`` for :class:`evolution.Problem`."""
+def make_cost_fn(space: Space, latency_table=None, metapruning_flops: bool = False
+                 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """``(N, units) channels -> {"macs", "params"[, "flops_metapruning"][, "latency_ms"]}`` for
+    :class:`evolution.Problem` (``flops_metapruning``: MetaPruning's counter, when asked)."""
     cm = cost_model(space)
 
     def cost(x: np.ndarray) -> dict[str, np.ndarray]:
         out = {"macs": cm.macs(x), "params": cm.params(x)}
+        if metapruning_flops:
+            out["flops_metapruning"] = cm.metapruning_flops(x)
         if latency_table is not None:
             out["latency_ms"] = np.asarray(latency_table.predict_ms(space, x), dtype=np.float64)
         return out

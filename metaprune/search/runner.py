@@ -21,13 +21,16 @@ from .evaluate import ProxyScorer, load_latency_table, make_cost_fn, proxy_setti
 from .store import read_state, search_dir, search_lock, write_generation
 
 #: Budget key -> the CLI flag that sets it.
-BUDGET_FLAGS = {"macs": "--max-macs", "params": "--max-params", "latency_ms": "--max-latency-ms"}
+BUDGET_FLAGS = {"macs": "--max-macs", "params": "--max-params", "latency_ms": "--max-latency-ms",
+                "flops_metapruning": "--max-flops-metapruning"}
 
 
 def format_cost(key: str, value: float) -> str:
     """``12.3M MACs``, ``1.20M params``, ``4.21 ms``."""
     if key == "latency_ms":
         return f"{value:.2f} ms"
+    if key == "flops_metapruning":
+        return f"{format_count(value)} FLOPs (MetaPruning's counter)"
     return f"{format_count(value)} {'MACs' if key == 'macs' else key}"
 
 
@@ -144,7 +147,7 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
     space = run.space
     seed = cfg.seed if cfg.seed is not None else run.seed
     proxy = proxy_settings(run, cfg, seed)
-    cost_fn = make_cost_fn(space, table)
+    cost_fn = make_cost_fn(space, table, "flops_metapruning" in budgets or "flops_metapruning" in settings.objectives)
     probe = Problem([u.choices for u in space.units], cost_fn, _remote_only, budgets)
     try:
         probe.check_budgets()

@@ -89,6 +89,8 @@ def candidate_record(c: dict, unit_names: Sequence[str]) -> dict:
                            "macs": c["macs"], "params": c["params"]}
     if "latency_ms" in c:
         rec["latency_ms"] = round(float(c["latency_ms"]), 4)
+    if "flops_metapruning" in c:
+        rec["flops_metapruning"] = int(c["flops_metapruning"])
     rec["top1"] = c["score"]
     return rec
 
