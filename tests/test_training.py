@@ -200,3 +200,38 @@ def test_a_bad_recipe_key_is_named(cli, tmp_path):
     f = _spec_file(tmp_path, "e", 5, 50.0)
     code, _, err = cli("train", tmp_path / "run", "--spec", f, "--set", "recipe.lr=-1")
     assert code == 2 and "recipe.lr=-1" in err
+
+
+@pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp16", False)])
+def test_mixed_precision_and_channels_last_train_and_resume_with_the_scaler(precision, channels_last):
+    """Autocast (bf16, or fp16 with a GradScaler) and channels-last run the same loop; the fp16
+    scaler's state travels in the epoch checkpoint and comes back on resume (on CPU here; on a GPU
+    in scripts/gpu_check.sh)."""
+    import torch
+
+    from metaprune.data.splits import TensorSplit
+    from metaprune.training.loop import ScratchData, fit
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (96,), generator=g)
+    images = (torch.rand(96, 1, 32, 32, generator=g) * 40 + labels.view(-1, 1, 1, 1) * 20).to(torch.uint8)
+    split = TensorSplit(images, labels, (0.5,), (0.25,))
+    data = ScratchData("generated", split, split, 10, 1, 32)
+    sp = _space()
+    recipe = dict(Recipe(epochs=2, batch_size=32, eval_batch_size=96, precision=precision,
+                         channels_last=channels_last).__dict__)
+    trial = {"space": sp.name, "options": dict(sp.options), "channels": sp.max_channels(), "recipe": recipe,
+             "seed": 0, "epochs": 2, "threads": 1, "gpus": 0}
+    states = []
+    last = fit(trial, data, on_epoch=lambda e, m, st: states.append(st))
+    assert 0 <= last["test_top1"] <= 1 and math.isfinite(last["train_loss"])
+    if precision == "fp16":
+        assert set(states[0]["precision"]["scaler"]) >= {"scale", "_growth_tracker"}
+        states[0]["precision"]["scaler"]["scale"] = 1024.0
+    else:
+        assert states[0]["precision"] == {}
+    resumed = []
+    fit(trial, data, states[0], on_epoch=lambda e, m, st: resumed.append(st))
+    assert [st["epoch"] for st in resumed] == [2] and resumed[0]["restores"] == 1
+    if precision == "fp16":  # restored, then updated by one epoch of steps (growth every 2000)
+        assert resumed[0]["precision"]["scaler"]["scale"] <= 1024.0

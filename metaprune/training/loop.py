@@ -16,6 +16,7 @@ import torch.nn as nn
 from pruningnet import build_model, get_space, make_spec
 from pruningnet.errors import UserError
 
+from ..precision import Precision
 from ..data import DataSplits
 from ..evaluation import count_hits
 from ..threads import set_torch_threads
@@ -82,11 +83,14 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: ScratchData, recipe: Recipe,
-                epoch: int, epochs: int, seed: int, device: torch.device, slimming: float = 0.0) -> dict[str, float]:
+                epoch: int, epochs: int, seed: int, device: torch.device, slimming: float = 0.0,
+                precision: Precision | None = None) -> dict[str, float]:
     """One pass over ``data.train`` (shuffled with a generator seeded by ``seed`` and ``epoch``).
 
     ``slimming``: Network Slimming's L1 penalty on BN scales (Liu et al. 2017), added to their
-    gradients after ``backward()`` and before ``step()``."""
+    gradients after ``backward()`` and before ``step()``. ``precision``: autocast, loss scaling and
+    memory format (default: fp32, contiguous)."""
+    prec = precision or Precision(device)
     model.train()
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)] if slimming else []
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
@@ -99,13 +103,16 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: ScratchData,
         lr = lr_at(recipe, epoch * spe + i, epochs * spe, spe)
         for group in opt.param_groups:
             group["lr"] = lr
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        with prec.autocast():
+            logits = model(prec.input(x))
+            loss = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for bn in bns:
-            bn.weight.grad.add_(torch.sign(bn.weight.detach()), alpha=slimming)
-        opt.step()
+
+        def slim() -> None:
+            for bn in bns:
+                bn.weight.grad.add_(torch.sign(bn.weight.detach()), alpha=slimming)
+
+        prec.backward_step(loss, opt, slim if bns else None)
         total += len(y)
         loss_sum += float(loss.detach()) * len(y)
         correct += int((logits.argmax(1) == y).sum())
@@ -113,13 +120,16 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: ScratchData,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split, batch_size: int, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, split, batch_size: int, device: torch.device,
+             precision: Precision | None = None) -> dict[str, float]:
     """Top-1 and top-5 accuracy (fractions in [0, 1], as the search reports them) and mean
     cross-entropy on ``split``."""
+    prec = precision or Precision(device)
     model.eval()
     total, top1, top5, loss_sum = 0, 0, 0, 0.0
     for x, y in split.batches(batch_size, device=device):
-        logits = model(x)
+        with prec.autocast():
+            logits = model(prec.input(x)).float()
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         h1, h5 = count_hits(logits, y)
         top1, top5, total = top1 + h1, top5 + h5, total + len(y)
@@ -148,12 +158,16 @@ def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: Epo
     seed, epochs = int(trial["seed"]), int(trial["epochs"])
     torch.manual_seed(seed)
     spec = make_spec(get_space(trial["space"], **trial["options"]), trial["channels"])
-    model = build_model(spec).to(device)
+    prec = Precision(device, recipe.precision, recipe.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes in scratch training (not in meta-training)
+    model = prec.model(build_model(spec).to(device))
     opt = build_optimizer(model, recipe)
     start, wall_s, restores = 0, 0.0, 0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        prec.load_state_dict(state.get("precision", {}))
         start, wall_s, restores = state["epoch"], state["wall_s"], state["restores"] + 1
     metrics: dict[str, float] = {}
     for epoch in range(start, epochs):
@@ -161,11 +175,12 @@ def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: Epo
             before_epoch(epoch)
         t0 = time.perf_counter()
         metrics = train_epoch(model, opt, data, recipe, epoch, epochs, seed, device,
-                              slimming=float(trial.get("slimming", 0.0)))
-        metrics.update(evaluate(model, data.test, recipe.eval_batch_size, device))
+                              slimming=float(trial.get("slimming", 0.0)), precision=prec)
+        metrics.update(evaluate(model, data.test, recipe.eval_batch_size, device, prec))
         wall_s += time.perf_counter() - t0
         metrics.update(epoch=epoch + 1, epochs=epochs, wall_s=wall_s, restores=restores)
         if on_epoch is not None:
             on_epoch(epoch, metrics, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "epoch": epoch + 1, "wall_s": wall_s, "restores": restores})
+                                      "precision": prec.state_dict(), "epoch": epoch + 1, "wall_s": wall_s,
+                                      "restores": restores})
     return metrics

@@ -11,6 +11,7 @@ from pruningnet.errors import UserError
 
 from ..config import check, config_path, load_config, read_yaml
 from ..data import DataConfig
+from ..precision import PRECISIONS
 
 BUDGETS = ("scratch-e", "scratch-b")
 
@@ -36,6 +37,8 @@ class Recipe:
     scratch_b_cap: float = 2.0  # Scratch-B epochs are at most this many times the recipe's
     max_train_images: int | None = None  # subset cap for quick runs; None trains on all of it
     max_test_images: int | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast (fp16: with a GradScaler); for GPUs
+    channels_last: bool = False  # NHWC model and inputs; for GPUs
 
     def validate(self, prefix: str = "") -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -53,6 +56,7 @@ class Recipe:
         for key in ("max_train_images", "max_test_images"):
             v = getattr(self, key)
             check(v is None or v >= 1, prefix + key, v, "an integer >= 1 or null")
+        check(self.precision in PRECISIONS, prefix + "precision", self.precision, ", ".join(PRECISIONS))
 
 
 @dataclass(frozen=True)
