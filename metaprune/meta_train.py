@@ -157,11 +157,10 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
         while step < total:
             epoch = step // steps_per_epoch
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            first = step - epoch * steps_per_epoch  # a resumed epoch skips what it trained on, undecoded
             batches = data.train.batches(tc.batch_size, shuffle=True, augment=tc.augment,
-                                         generator=gen, drop_last=True)
-            for i, (x, y) in enumerate(batches):
-                if epoch * steps_per_epoch + i < step:
-                    continue  # replaying the epoch's data order up to the resume point
+                                         generator=gen, drop_last=True, start=first)
+            for i, (x, y) in enumerate(batches, start=first):
                 if step >= total:
                     break
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -106,6 +106,53 @@ def test_imagefolder_loader(tmp_path):
         load_data("imagefolder", root=str(tmp_path))
 
 
+def test_folder_passes_resume_without_decoding_and_reuse_their_workers(tmp_path):
+    """Issue 15: a resumed epoch skips its first batches undecoded and continues with the same images
+    and augmentations, whatever the number of DataLoader workers; the DataLoader and its persistent
+    workers serve every later pass."""
+    import dataclasses
+
+    from PIL import Image
+
+    from metaprune.data import folder as folder_mod
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(9 if split == "train" else 1):
+                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+                    tmp_path / split / c / f"{i}.jpg")
+    d = load_data("imagefolder", root=str(tmp_path), seed=0, search_per_class=1, image_size=16)
+
+    def one_pass(split, start=0):
+        gen = torch.Generator().manual_seed(7)
+        return [(x.clone(), y.clone()) for x, y in split.batches(4, shuffle=True, augment=True, generator=gen,
+                                                                 drop_last=True, start=start)]
+
+    inline = dataclasses.replace(d.train, workers=0)
+    full = one_pass(inline)
+    assert len(full) == 4
+    decoded = []
+    real = folder_mod._Images.__getitem__
+    folder_mod._Images.__getitem__ = lambda self, item: decoded.append(item) or real(self, item)
+    try:
+        tail = one_pass(inline, start=2)
+    finally:
+        folder_mod._Images.__getitem__ = real
+    assert len(decoded) == 8  # only the two batches it yields were decoded
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[2:], tail))
+    pooled = dataclasses.replace(d.train, workers=2)
+    for _ in range(2):  # the same images on 2 persistent workers, pass after pass
+        again = one_pass(pooled)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full, again))
+    (loader, _), = pooled._loaders.values()
+    assert loader.persistent_workers and loader._iterator is not None  # kept, with its workers
+    import pickle
+
+    assert pickle.loads(pickle.dumps(pooled))._loaders == {}  # Ray ships splits without their workers
+
+
 def test_unknown_dataset():
     with pytest.raises(UserError, match="dataset 'svhn' is unknown"):
         load_data("svhn")

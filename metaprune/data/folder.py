@@ -25,7 +25,11 @@ def default_workers() -> int:
 
 
 class _Images(torch.utils.data.Dataset):
-    """``samples[indices]`` (path, label) decoded with PIL and transformed: no folder scan."""
+    """``samples[indices]`` (path, label) decoded with PIL and transformed: no folder scan.
+
+    An item is ``(position, seed)``: with a seed, the image's random crop and flip depend on that seed
+    alone (not on the worker that decodes it or on what that worker decoded before), so a pass that
+    skips its first batches, or runs on another number of workers, sees the same images."""
 
     def __init__(self, samples: list[tuple[str, int]], indices: np.ndarray, transform):
         self.samples, self.indices, self.transform = samples, indices, transform
@@ -33,11 +37,31 @@ class _Images(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: tuple[int, int | None]):
         from torchvision.datasets.folder import default_loader
 
-        path, label = self.samples[int(self.indices[i])]
-        return self.transform(default_loader(path)), label
+        pos, seed = item
+        path, label = self.samples[int(self.indices[pos])]
+        image = default_loader(path)
+        if seed is None:
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), label
+
+
+class _Order(torch.utils.data.Sampler):
+    """The ``(position, seed)`` items of one pass, replaced before each pass: one DataLoader (and its
+    persistent workers) serves every epoch."""
+
+    def __init__(self):
+        self.items: list[tuple[int, int | None]] = []
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 @dataclass
@@ -51,6 +75,10 @@ class FolderSplit:
     train_transforms: bool
     samples: list = field(default_factory=list, repr=False)
     workers: int = field(default_factory=default_workers)
+    _loaders: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:  # loaders (and their worker processes) stay in their process
+        return {**self.__dict__, "_loaders": {}}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -72,10 +100,27 @@ class FolderSplit:
 
     def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
-                device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(self._dataset(augment and self.train_transforms), batch_size=batch_size,
-                            shuffle=shuffle, generator=generator, drop_last=drop_last,
-                            num_workers=self.workers, pin_memory=str(device).startswith("cuda"))
+                device: str | torch.device = "cpu", start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in the order ``generator`` draws (one ``randperm``, then one augmentation base seed);
+        ``start`` skips that many batches without decoding them. The DataLoader, its (persistent)
+        workers and pinned memory are kept for the next pass with the same batch settings."""
+        augment = augment and self.train_transforms
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        base = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if augment and generator is not None \
+            else None
+        pin = str(device).startswith("cuda")
+        key = (batch_size, augment, drop_last, pin)
+        if key not in self._loaders:
+            sampler = _Order()
+            loader = DataLoader(self._dataset(augment), batch_size=batch_size, sampler=sampler,
+                                drop_last=drop_last, num_workers=self.workers, pin_memory=pin,
+                                persistent_workers=self.workers > 0)
+            self._loaders[key] = (loader, sampler)
+        loader, sampler = self._loaders[key]
+        first = start * batch_size
+        sampler.items = [(int(p), None if base is None else base * 1_000_003 + k)
+                         for k, p in enumerate(order.tolist()) if k >= first]
         for x, y in loader:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 

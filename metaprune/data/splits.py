@@ -29,15 +29,21 @@ class TensorSplit:
 
     def batches(self, batch_size: int, *, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
-                device: str | torch.device = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalised float batches; ``augment`` pads by 1/8 of the size and crops back (and flips)."""
+                device: str | torch.device = "cpu", start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised float batches; ``augment`` pads by 1/8 of the size and crops back (and flips).
+        ``start``: skip that many batches (their random draws are made, no image is touched), so a
+        resumed epoch continues exactly where it stopped."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            idx = order[start:start + batch_size]
+        for b, first in enumerate(range(0, stop, batch_size)):
+            idx = order[first:first + batch_size]
+            if b < start:
+                if augment:
+                    _shift_draws(len(idx), self.images.shape[-2], generator, self.flip)
+                continue
             x = self.images[idx].float().div_(255)
             if augment:
                 x = _random_shift(x, generator, self.flip)
@@ -45,19 +51,24 @@ class TensorSplit:
             yield x.to(device, non_blocking=True), self.labels[idx].to(device, non_blocking=True)
 
 
-def _random_shift(x: torch.Tensor, generator: torch.Generator | None, flip: bool) -> torch.Tensor:
-    n, _, h, w = x.shape
+def _shift_draws(n: int, h: int, generator: torch.Generator | None, flip: bool):
+    """The random numbers of one batch's augmentation: x and y shifts, and the flip draw."""
     pad = max(1, h // 8)
-    padded = F.pad(x, (pad, pad, pad, pad))
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    return pad, dx, dy, (torch.rand(n, generator=generator) < 0.5) if flip else None
+
+
+def _random_shift(x: torch.Tensor, generator: torch.Generator | None, flip: bool) -> torch.Tensor:
+    n, _, h, w = x.shape
+    pad, dx, dy, mask = _shift_draws(n, h, generator, flip)
+    padded = F.pad(x, (pad, pad, pad, pad))
     # gather one crop per image with unfold-free indexing
     rows = (dy.view(n, 1) + torch.arange(h).view(1, h))
     cols = (dx.view(n, 1) + torch.arange(w).view(1, w))
     out = padded[torch.arange(n).view(n, 1, 1), :, rows.view(n, h, 1), cols.view(n, 1, w)]
     out = out.permute(0, 3, 1, 2)
-    if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
+    if mask is not None:
         out[mask] = out[mask].flip(-1)
     return out.contiguous()
 

@@ -1,0 +1,220 @@
+"""GPU figures in one run (issue 15): what a user meta-training and searching on ImageNet-sized inputs
+gets from one GPU. Synthetic data throughout (nothing is downloaded); needs torch (and numpy) and this
+repository only: no Ray, no DEAP, no YAML.
+
+Figures, written to one JSON file (``--out``):
+
+- ``meta_step``: a PruningNet step (random vector, forward, cross-entropy, backward, SGD) against the
+  static max-width network's step, MobileNetV2-1.4 at 224, batch 64 and 256 (median ms, ratio);
+- ``resnet50_memory``: ResNet-50's PruningNet, one step at batch 64 at 224: parameters and peak device
+  memory;
+- ``candidate_eval``: per-candidate evaluation with the MetaPruning protocol (generate the network,
+  re-estimate BN on 5 batches of 16, score 64 validation images at 224), random vectors: median, min,
+  max seconds;
+- ``scratch``: scratch-training images/s of the static MobileNetV2-1.4 at 224 (batch 256) in fp32, bf16
+  autocast, channels-last and both (the ``recipe.precision`` / ``recipe.channels_last`` code path).
+
+``--device cpu --quick`` shrinks every shape (32x32 inputs, narrow spaces, batches of 4-8, 2 timed
+steps) so CI runs it in seconds and the script cannot rot. Run on a GPU machine with::
+
+    bash scripts/gpu_check.sh --out gpu_check.json        # under 8 minutes on one H100/H200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pruningnet import build_model, get_space, make_spec  # noqa: E402
+from pruningnet.bn import recalibrate_bn  # noqa: E402
+from pruningnet.hypernet import PruningNet  # noqa: E402
+
+from metaprune.precision import Precision  # noqa: E402
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _times_ms(fn, dev: torch.device, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(dev)
+    out = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _vector(space, rng: random.Random) -> dict[str, int]:
+    return {u.name: rng.choice(u.choices) for u in space.units}
+
+
+def _batch(n: int, size: int, classes: int, dev: torch.device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, size, size, generator=g).to(dev)
+    return x, torch.randint(0, classes, (n,), generator=g).to(dev)
+
+
+def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int) -> dict:
+    """PruningNet step vs the static max network's step at the same batch."""
+    torch.manual_seed(0)
+    net = PruningNet(space).to(dev).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = _batch(batch, size, space.options["num_classes"], dev)
+    rng = random.Random(0)
+
+    def meta() -> None:
+        loss = F.cross_entropy(net(x, _vector(space, rng)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    meta_ms = _times_ms(meta, dev, warmup, steps)
+    gen_params = sum(p.numel() for p in net.parameters())
+    del net, opt
+    static = build_model(make_spec(space, space.max_channels())).to(dev).train()
+    sopt = torch.optim.SGD(static.parameters(), lr=0.01, momentum=0.9)
+
+    def plain() -> None:
+        loss = F.cross_entropy(static(x), y)
+        sopt.zero_grad(set_to_none=True)
+        loss.backward()
+        sopt.step()
+
+    static_ms = _times_ms(plain, dev, warmup, steps)
+    m, s = statistics.median(meta_ms), statistics.median(static_ms)
+    return {"batch": batch, "input": size, "meta_ms": round(m, 2), "static_ms": round(s, 2),
+            "ratio": round(m / s, 3), "generator_params": gen_params}
+
+
+def resnet50_memory(space, batch: int, size: int, dev) -> dict:
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+    torch.manual_seed(0)
+    net = PruningNet(space).to(dev).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = _batch(batch, size, space.options["num_classes"], dev)
+    t0 = time.perf_counter()
+    loss = F.cross_entropy(net(x, space.max_channels()), y)
+    loss.backward()
+    opt.step()
+    _sync(dev)
+    out = {"batch": batch, "input": size, "generator_params": sum(p.numel() for p in net.parameters()),
+           "step_s": round(time.perf_counter() - t0, 3)}
+    if dev.type == "cuda":
+        out["peak_device_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+    del net, opt
+    return out
+
+
+def candidate_eval(space, size: int, dev, candidates: int, bn_batches: int = 5, bn_batch: int = 16,
+                   val_images: int = 64) -> dict:
+    """The MetaPruning protocol per candidate: generate, re-estimate BN, score ``val_images``."""
+    torch.manual_seed(0)
+    net = PruningNet(space).to(dev).eval()
+    classes = space.options["num_classes"]
+    bn = [_batch(bn_batch, size, classes, dev, seed=i)[0] for i in range(bn_batches)]
+    xv, yv = _batch(val_images, size, classes, dev, seed=99)
+    rng = random.Random(1)
+    times, parts = [], []
+    for _ in range(candidates):
+        ch = _vector(space, rng)
+        _sync(dev)
+        t0 = time.perf_counter()
+        model = net.generate(ch)
+        _sync(dev)
+        t1 = time.perf_counter()
+        recalibrate_bn(model, bn)
+        _sync(dev)
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            (model.eval()(xv).argmax(1) == yv).float().mean().item()
+        t3 = time.perf_counter()
+        times.append(t3 - t0)
+        parts.append((t1 - t0, t2 - t1, t3 - t2))
+    med = statistics.median(times)
+    return {"candidates": candidates, "input": size, "median_s": round(med, 4), "min_s": round(min(times), 4),
+            "max_s": round(max(times), 4), "spread": round((max(times) - min(times)) / med, 3),
+            "median_generate_s": round(statistics.median(p[0] for p in parts), 4),
+            "median_bn_s": round(statistics.median(p[1] for p in parts), 4),
+            "median_score_s": round(statistics.median(p[2] for p in parts), 4)}
+
+
+def scratch_throughput(space, batch: int, size: int, dev, warmup: int, steps: int) -> dict:
+    """Images/s of scratch-training steps in each precision / memory-format mode."""
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    out = {}
+    modes = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
+    for precision, channels_last in modes:
+        prec = Precision(dev, precision, channels_last)
+        torch.manual_seed(0)
+        model = prec.model(build_model(make_spec(space, space.max_channels())).to(dev).train())
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x, y = _batch(batch, size, space.options["num_classes"], dev)
+        x = prec.input(x)
+
+        def step() -> None:
+            with prec.autocast():
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            prec.backward_step(loss, opt)
+
+        ms = statistics.median(_times_ms(step, dev, warmup, steps))
+        out[f"{precision}{'+channels_last' if channels_last else ''}"] = round(batch / ms * 1e3, 1)
+    return {"batch": batch, "input": size, "images_per_s": out}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    ap.add_argument("--quick", action="store_true", help="tiny shapes and 2 timed steps (CI)")
+    ap.add_argument("--out", default="gpu_check.json")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpu_check: --device cuda but torch sees no GPU; use --device cpu --quick")
+    t0 = time.time()
+    if args.quick:
+        size, batches, warmup, steps, cands, scratch_batch = 32, (4, 8), 1, 2, 2, 8
+        mbv2 = get_space("mobilenet_v2", input_size=size, small_input=True, num_classes=10, width_mult=0.35)
+        r50 = get_space("resnet50", input_size=size, small_input=True, num_classes=10, width_mult=0.125)
+    else:
+        size, batches, warmup, steps, cands, scratch_batch = 224, (64, 256), 3, 10, 20, 256
+        mbv2, r50 = get_space("mobilenet_v2", width_mult=1.4), get_space("resnet50")
+    report: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
+                    or platform.machine(), "torch": torch.__version__, "quick": args.quick,
+                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    report["meta_step"] = [meta_step(mbv2, b, size, dev, warmup, steps) for b in batches]
+    report["resnet50_memory"] = resnet50_memory(r50, batches[0], size, dev)
+    report["candidate_eval"] = candidate_eval(mbv2, size, dev, cands)
+    report["scratch"] = scratch_throughput(mbv2, scratch_batch, size, dev, warmup, steps)
+    report["wall_s"] = round(time.time() - t0, 1)
+    report["imported"] = sorted(m for m in ("ray", "deap", "yaml") if m in sys.modules)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

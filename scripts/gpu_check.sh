@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# GPU figures of issue 15 in one run: PruningNet vs static step (MobileNetV2-1.4 at 224, batch 64 and
+# 256), ResNet-50 PruningNet memory, per-candidate evaluation (MetaPruning's protocol) and
+# scratch-training images/s with and without autocast / channels-last. Synthetic data; needs torch and
+# this repository only (no Ray, DEAP or YAML). Under 8 minutes on one H100/H200:
+#   bash scripts/gpu_check.sh --out gpu_check.json
+# CI runs `bash scripts/gpu_check.sh --device cpu --quick --out FILE` so it cannot rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/gpu_check.py "$@"
