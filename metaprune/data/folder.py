@@ -45,9 +45,13 @@ class _Images(torch.utils.data.Dataset):
         image = default_loader(path)
         if seed is None:
             return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        gen = torch.default_generator  # torchvision's transforms draw from it (CPU only: cheap)
+        state = gen.get_state()
+        gen.manual_seed(seed)
+        try:
             return self.transform(image), label
+        finally:
+            gen.set_state(state)
 
 
 class _Order(torch.utils.data.Sampler):
