@@ -57,7 +57,7 @@ def _lr_lambda(total: int, warmup: int, schedule: str):
     return f
 
 
-def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuard) -> None:
+def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuard, scaler) -> None:
     bad = [k for k, v in net.state_dict().items() if not bool(torch.isfinite(v).all())]
     if bad:
         raise TrainingDiverged(f"{len(bad)} weight tensors are not finite at step {step} (first: {bad[0]}); "
@@ -65,6 +65,8 @@ def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuar
                                f"Lower train.lr (now {run.config.train.lr})")
     state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
              "guard": guard.state_dict()}
+    if scaler.is_enabled():  # fp16 on CUDA: the loss scale it reached resumes with the run
+        state["scaler"] = scaler.state_dict()
     atomic_write(run.path / CHECKPOINT, lambda p: torch.save(state, p))
 
 
@@ -144,6 +146,8 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
                             "from another config); delete it to restart meta-training from step 0") from None
         if "guard" in state:
             guard.load_state_dict(state["guard"])
+        if scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         _trim_metrics(run.path / "metrics.jsonl", step)
     write_json(run.path / "status.json", {"state": "running", "step": step, "total_steps": total})
 
@@ -204,7 +208,7 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
                     metrics_f.flush()
                     last_log = now
                 if step % tc.checkpoint_every_steps == 0 or step == total:
-                    _save_checkpoint(run, net, opt, sched, step, guard)
+                    _save_checkpoint(run, net, opt, sched, step, guard, scaler)
     except KeyboardInterrupt:
         write_json(run.path / "status.json", {"state": "interrupted", "step": step, "total_steps": total,
                                               "resume": f"metaprune train-pruningnet --resume {run.path}"})

@@ -91,8 +91,8 @@ class _GenConvBN(nn.Module):
         return self.act(F.batch_norm(x, None, None, training=True))
 
 
-class _GenConv(nn.Module):
-    """A generated conv with a bias and no BN (squeeze-excitation)."""
+class _GenBiased(nn.Module):
+    """A generated linear, or conv with a bias and no BN (squeeze-excitation)."""
 
     def __init__(self, layer: Layer, source: _Source):
         super().__init__()
@@ -100,23 +100,13 @@ class _GenConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.source(self.layer)
+        if self.layer.kind == "linear":
+            return F.linear(x, w, b)
         return F.conv2d(x, w, b, self.layer.stride, self.layer.padding)
 
 
-class _GenLinear(nn.Module):
-    def __init__(self, layer: Layer, source: _Source):
-        super().__init__()
-        self.layer, self.source = layer, source
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.source(self.layer)
-        return F.linear(x, w, b)
-
-
 def _generated(layer: Layer, source: _Source) -> nn.Module:
-    if layer.kind == "linear":
-        return _GenLinear(layer, source)
-    return _GenConvBN(layer, source) if layer.bn else _GenConv(layer, source)
+    return _GenConvBN(layer, source) if layer.bn else _GenBiased(layer, source)
 
 
 class PruningNet(nn.Module):

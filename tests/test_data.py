@@ -68,16 +68,20 @@ def test_missing_cifar_is_a_clear_error(tmp_path):
         load_data("cifar10", root=str(tmp_path))
 
 
-def test_imagefolder_loader(tmp_path):
+def _write_folder(root, classes, n_train, n_val, hw, ext):
+    """An ImageNet-layout folder of random images: root/{train,val}/CLASS/i.EXT."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in ("cat", "dog"):
-            (tmp_path / split / c).mkdir(parents=True)
-            for i in range(6 if split == "train" else 2):
-                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
-                    tmp_path / split / c / f"{i}.png")
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(root / split / c / f"{i}.{ext}")
+
+
+def test_imagefolder_loader(tmp_path):
+    _write_folder(tmp_path, ("cat", "dog"), 6, 2, (40, 48), "png")
     from torchvision.datasets import folder
 
     scans = []
@@ -112,17 +116,9 @@ def test_folder_passes_resume_without_decoding_and_reuse_their_workers(tmp_path)
     workers serve every later pass."""
     import dataclasses
 
-    from PIL import Image
-
     from metaprune.data import folder as folder_mod
 
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in ("a", "b"):
-            (tmp_path / split / c).mkdir(parents=True)
-            for i in range(9 if split == "train" else 1):
-                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
-                    tmp_path / split / c / f"{i}.jpg")
+    _write_folder(tmp_path, ("a", "b"), 9, 1, (20, 24), "jpg")
     d = load_data("imagefolder", root=str(tmp_path), seed=0, search_per_class=1, image_size=16)
 
     def one_pass(split, start=0):
