@@ -3,11 +3,18 @@
 Deterministic given the seed: the data order of an epoch and the vector of a step derive from
 ``(seed, epoch)`` and ``(seed, step)``, so a run resumed from a checkpoint ends with the same
 weights as an uninterrupted one.
+
+Data parallel (``dist=(rank, world)``, a torch process group already up, e.g. by Ray Train in
+:mod:`metaprune.meta_train_ray`): every worker draws the same global batch and the same vector, trains
+on its ``rank::world`` share of the batch under DistributedDataParallel (gradients averaged, so a step
+is the single-process step up to each share's BatchNorm statistics), and rank 0 alone writes
+metrics, checkpoints and the PruningNet. ``train.batch_size`` is the global batch.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,12 +64,16 @@ def _lr_lambda(total: int, warmup: int, schedule: str):
     return f
 
 
-def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuard, scaler) -> None:
+def _check_finite(run: Run, net, step: int) -> None:
+    """Every rank runs it (their weights are equal), so all stop together."""
     bad = [k for k, v in net.state_dict().items() if not bool(torch.isfinite(v).all())]
     if bad:
         raise TrainingDiverged(f"{len(bad)} weight tensors are not finite at step {step} (first: {bad[0]}); "
                                f"not checkpointed, last good checkpoint kept at {run.path / CHECKPOINT}. "
                                f"Lower train.lr (now {run.config.train.lr})")
+
+
+def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuard, scaler) -> None:
     state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
              "guard": guard.state_dict()}
     if scaler.is_enabled():  # fp16 on CUDA: the loss scale it reached resumes with the run
@@ -104,10 +115,17 @@ def check_trainable(cfg, data) -> None:
                         f"({len(data.train)} images); accepted: at most {len(data.train)}")
 
 
-def meta_train(run: Run, data, progress: bool = True) -> dict:
-    """Meta-train (or resume) the run's PruningNet; writes checkpoints, metrics and the final net."""
+def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | None = None,
+               device: torch.device | None = None) -> dict:
+    """Meta-train (or resume) the run's PruningNet; writes checkpoints, metrics and the final net.
+    ``dist``: ``(rank, world_size)`` of a data-parallel run (see the module docstring)."""
     cfg, tc = run.config, run.config.train
-    device = resolve_device(tc.device)
+    rank, world = dist or (0, 1)
+    lead = rank == 0
+    device = device or resolve_device(tc.device)
+    if world > 1 and tc.batch_size % world:
+        raise UserError(f"train.batch_size={tc.batch_size} is the global batch of {world} workers; accepted: "
+                        f"a multiple of {world}")
     set_torch_threads(tc.threads)
     use_cuda = device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
@@ -116,6 +134,11 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
 
     torch.manual_seed(cfg.seed)
     net = PruningNet(run.space, hidden=cfg.model.hidden).to(device)
+    model = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if tc.optimizer == "adamw":
         opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     else:
@@ -130,8 +153,9 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16 and use_cuda)
 
     step = 0
-    remove_stale_temps(run.path / "checkpoints")  # a kill -9 during a checkpoint write leaves one
-    remove_stale_temps(run.path)
+    if lead:  # (not on other ranks: they would delete rank 0's file while it is being written)
+        remove_stale_temps(run.path / "checkpoints")  # a kill -9 during a checkpoint write leaves one
+        remove_stale_temps(run.path)
     guard = DivergenceGuard(factor=tc.spike_factor)
     ckpt = run.path / CHECKPOINT
     if ckpt.is_file():
@@ -148,13 +172,16 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
             guard.load_state_dict(state["guard"])
         if scaler.is_enabled() and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        _trim_metrics(run.path / "metrics.jsonl", step)
-    write_json(run.path / "status.json", {"state": "running", "step": step, "total_steps": total})
+        if lead:
+            _trim_metrics(run.path / "metrics.jsonl", step)
+    if lead:
+        write_json(run.path / "status.json", {"state": "running", "step": step, "total_steps": total,
+                                              "workers": world})
 
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
-    metrics_f = open(run.path / "metrics.jsonl", "a")
+    bar = tqdm(total=total, initial=step, disable=not (progress and lead), unit="step", dynamic_ncols=True)
+    metrics_f = open(run.path / "metrics.jsonl", "a") if lead else open(os.devnull, "w")
     t_start, seen, last_log = time.time(), 0, time.time()
     net.train()
     try:
@@ -167,6 +194,8 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
             for i, (x, y) in enumerate(batches, start=first):
                 if step >= total:
                     break
+                if world > 1:
+                    x, y = x[rank::world], y[rank::world]  # this worker's share of the global batch
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -176,15 +205,17 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
                 loss_sum, correct = 0.0, 0
                 for ch in vectors:
                     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        logits = net(x, ch)
+                        logits = model(x, ch)
                         loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
-                    if not torch.isfinite(loss):
+                    if not _finite_everywhere(loss, world):
                         raise TrainingDiverged(
                             f"loss is {loss.item()} at step {step}; stopped, last good checkpoint kept "
                             f"at {ckpt}. Lower train.lr (now {tc.lr}) or check the data")
                     scaler.scale(loss / len(vectors)).backward()
                     loss_sum += loss.item() / len(vectors)
                     correct = int((logits.argmax(1) == y).sum())
+                if world > 1:  # the global batch's loss and hits, identical on every rank (the guard's input)
+                    loss_sum, correct = _mean_over_workers(loss_sum, correct, world, device)
                 if tc.grad_clip:
                     scaler.unscale_(opt)
                     torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
@@ -192,34 +223,57 @@ def meta_train(run: Run, data, progress: bool = True) -> dict:
                 scaler.update()
                 sched.step()
                 step += 1
-                seen += len(y)
+                seen += len(y) * world
                 spike = guard.update(loss_sum)
                 if spike is not None:
                     _report_spike(metrics_f, bar, step, loss_sum, sched.get_last_lr()[0], spike, tc.lr)
                 ips = seen / max(time.time() - t_start, 1e-9)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct / len(y):.3f}", img_s=f"{ips:.0f}")
+                bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct / (len(y) * world):.3f}", img_s=f"{ips:.0f}")
                 if step % tc.log_every_steps == 0 or step == total:
                     now = time.time()
                     metrics_f.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss_sum, 5),
-                                                "train_top1": correct / len(y), "lr": sched.get_last_lr()[0],
+                                                "train_top1": correct / (len(y) * world), "lr": sched.get_last_lr()[0],
                                                 "img_per_s": round(ips, 1),
                                                 "wall_s": round(now - last_log, 3)}) + "\n")
                     metrics_f.flush()
                     last_log = now
                 if step % tc.checkpoint_every_steps == 0 or step == total:
-                    _save_checkpoint(run, net, opt, sched, step, guard, scaler)
+                    _check_finite(run, net, step)
+                    if lead:
+                        _save_checkpoint(run, net, opt, sched, step, guard, scaler)
     except KeyboardInterrupt:
-        write_json(run.path / "status.json", {"state": "interrupted", "step": step, "total_steps": total,
-                                              "resume": f"metaprune train-pruningnet --resume {run.path}"})
+        if lead:
+            write_json(run.path / "status.json", {"state": "interrupted", "step": step, "total_steps": total,
+                                                  "resume": f"metaprune train-pruningnet --resume {run.path}"})
         raise
     finally:
         bar.close()
         metrics_f.close()
-    atomic_write(run.path / PRUNINGNET_FILE, lambda p: torch.save(net.state_dict(), p))
     status = {"state": "done", "step": step, "total_steps": total,
-              "wall_s": round(time.time() - t_start, 2), "device": str(device), "loss_spikes": guard.spikes}
-    write_json(run.path / "status.json", status)
+              "wall_s": round(time.time() - t_start, 2), "device": str(device), "loss_spikes": guard.spikes,
+              "workers": world}
+    if lead:
+        atomic_write(run.path / PRUNINGNET_FILE, lambda p: torch.save(net.state_dict(), p))
+        write_json(run.path / "status.json", status)
     return status
+
+
+def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
+    """Whether the loss is finite on every worker (all stop together, none waits forever)."""
+    ok = torch.isfinite(loss.detach()).float().reshape(1)  # on the loss's device (NCCL needs CUDA tensors)
+    if world > 1:
+        import torch.distributed as torch_dist
+
+        torch_dist.all_reduce(ok, op=torch_dist.ReduceOp.MIN)
+    return bool(ok.item())
+
+
+def _mean_over_workers(loss: float, correct: int, world: int, device: torch.device) -> tuple[float, int]:
+    import torch.distributed as torch_dist
+
+    t = torch.tensor([loss, float(correct)], dtype=torch.float64, device=device)
+    torch_dist.all_reduce(t)
+    return float(t[0]) / world, int(t[1])
 
 

@@ -27,14 +27,27 @@ from .main import cli
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this directory.")
 @click.option("--download", is_flag=True, help="Allow torchvision to download CIFAR data.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet) -> None:
+@click.option("--workers", type=int, help="Data-parallel meta-training on this many Ray Train workers "
+              "(DistributedDataParallel: gloo on CPUs, NCCL on GPUs); train.batch_size is the global batch.")
+@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
+              help="GPUs per worker (with --workers).")
+@click.option("--address", metavar="HOST:PORT", help="Ray cluster for --workers (auto: the running one) "
+              "[default: a local cluster].")
+def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet, workers, gpus_per_worker,
+                     address) -> None:
     """Meta-train a PruningNet: every batch trains a freshly sampled channel vector."""
     from ..meta_train import check_trainable, meta_train
+
+    if workers is None and (gpus_per_worker or address):
+        raise UserError("--gpus-per-worker and --address go with --workers N")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers {workers} must be >= 1")
 
     if resume_dir:
         if config_path or sets or run_dir:
             raise UserError("--resume takes the run's own config; do not pass -c, --set or --run-dir with it")
         run = open_run(resume_dir)
+        _check_workers(run.config, workers)
         data = run.load_data()
     else:
         overrides = parse_key_values(sets, "--set")
@@ -50,11 +63,23 @@ def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet) ->
         data = cfg.data.load(cfg.seed)
         space = resolve_space(cfg, data)
         check_trainable(cfg, data)  # everything that can be refused is refused before a file is written
+        _check_workers(cfg, workers)
         run = create_run(path, cfg, space, data)
     click.echo(f"run: {run.path}  space: {run.space.name}  data: {data.name} {data.info}", err=True)
-    status = meta_train(run, data, progress=not quiet)
+    if workers is not None:
+        from ..meta_train_ray import meta_train_on_ray
+
+        status = meta_train_on_ray(run, workers, gpus_per_worker, address)
+    else:
+        status = meta_train(run, data, progress=not quiet)
     click.echo(f"PruningNet trained: {status['step']} steps in {status.get('wall_s', 0)} s -> "
                f"{run.path / 'pruningnet.pt'}")
+
+
+def _check_workers(cfg, workers: int | None) -> None:
+    if workers is not None and cfg.train.batch_size % workers:
+        raise UserError(f"--workers {workers}: train.batch_size={cfg.train.batch_size} is the global batch, split "
+                        f"evenly over the workers; accepted: a batch size that is a multiple of {workers}")
 
 
 @cli.command()
