@@ -73,10 +73,12 @@ def _check_finite(run: Run, net, step: int) -> None:
                                f"Lower train.lr (now {run.config.train.lr})")
 
 
-def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuard, scaler) -> None:
+def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuard, scaler=None) -> None:
+    """Rank 0's checkpoint write; weights that are not finite are never written."""
+    _check_finite(run, net, step)
     state = {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
              "guard": guard.state_dict()}
-    if scaler.is_enabled():  # fp16 on CUDA: the loss scale it reached resumes with the run
+    if scaler is not None and scaler.is_enabled():  # fp16 on CUDA: the loss scale it reached resumes with the run
         state["scaler"] = scaler.state_dict()
     atomic_write(run.path / CHECKPOINT, lambda p: torch.save(state, p))
 
@@ -239,9 +241,10 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
                     metrics_f.flush()
                     last_log = now
                 if step % tc.checkpoint_every_steps == 0 or step == total:
-                    _check_finite(run, net, step)
                     if lead:
                         _save_checkpoint(run, net, opt, sched, step, guard, scaler)
+                    else:
+                        _check_finite(run, net, step)  # equal weights: every rank stops with rank 0
     except KeyboardInterrupt:
         if lead:
             write_json(run.path / "status.json", {"state": "interrupted", "step": step, "total_steps": total,

@@ -119,14 +119,15 @@ def test_folder_passes_resume_without_decoding_and_reuse_their_workers(tmp_path)
     from metaprune.data import folder as folder_mod
 
     _write_folder(tmp_path, ("a", "b"), 9, 1, (20, 24), "jpg")
-    d = load_data("imagefolder", root=str(tmp_path), seed=0, search_per_class=1, image_size=16)
+    d = load_data("imagefolder", root=str(tmp_path), seed=0, search_per_class=1, image_size=16, workers=0)
+    assert d.train.workers == d.search.workers == d.test.workers == 0  # data.workers
 
     def one_pass(split, start=0):
         gen = torch.Generator().manual_seed(7)
         return [(x.clone(), y.clone()) for x, y in split.batches(4, shuffle=True, augment=True, generator=gen,
                                                                  drop_last=True, start=start)]
 
-    inline = dataclasses.replace(d.train, workers=0)
+    inline = d.train
     full = one_pass(inline)
     assert len(full) == 4
     decoded = []

@@ -18,9 +18,12 @@ class DataConfig:
     search_per_class: int | None = None
     test_per_class: int | None = None
     image_size: int | None = None  # imagefolder only
+    workers: int | None = None  # imagefolder DataLoader workers; None: min(8, CPUs this process may use)
 
     def validate(self, prefix: str = "") -> None:
         check(self.name in DATASETS, prefix + "name", self.name, ", ".join(DATASETS))
+        check(self.workers is None or 0 <= self.workers <= 256, prefix + "workers", self.workers,
+              "an integer in [0, 256] or null (from the CPU count)")
         for key in ("search_per_class", "test_per_class"):
             v = getattr(self, key)
             check(v is None or v >= 1, prefix + key, v, "an integer >= 1")
@@ -28,4 +31,4 @@ class DataConfig:
     def load(self, seed: int) -> DataSplits:
         return load_data(self.name, root=self.root, seed=seed, download=self.download,
                          search_per_class=self.search_per_class, test_per_class=self.test_per_class,
-                         image_size=self.image_size)
+                         image_size=self.image_size, workers=self.workers)

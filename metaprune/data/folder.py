@@ -130,7 +130,7 @@ class FolderSplit:
 
 
 def load_imagefolder(root: str | None, rng: np.random.Generator, search_per_class: int,
-                     image_size: int) -> DataSplits:
+                     image_size: int, workers: int | None = None) -> DataSplits:
     from torchvision import datasets
 
     if not root:
@@ -152,8 +152,9 @@ def load_imagefolder(root: str | None, rng: np.random.Generator, search_per_clas
         raise UserError(f"imagefolder {root!r}: val/ classes differ from train/ classes")
     test_idx = np.arange(len(test_all))
     train_samples, test_samples = list(train_all.samples), list(test_all.samples)  # the one scan of each
-    return DataSplits("imagefolder", FolderSplit(str(train_dir), train_idx, image_size, True, train_samples),
-                      FolderSplit(str(train_dir), search_idx, image_size, False, train_samples),
-                      FolderSplit(str(val_dir), test_idx, image_size, False, test_samples),
+    w = default_workers() if workers is None else workers
+    return DataSplits("imagefolder", FolderSplit(str(train_dir), train_idx, image_size, True, train_samples, w),
+                      FolderSplit(str(train_dir), search_idx, image_size, False, train_samples, w),
+                      FolderSplit(str(val_dir), test_idx, image_size, False, test_samples, w),
                       len(train_all.classes), 3, image_size,
                       {"train": len(train_idx), "search": len(search_idx), "test": len(test_idx)})

@@ -25,7 +25,7 @@ DEFAULT_PER_CLASS = {"mnist5k": (50, 100), "digits": (30, 36), "synthetic": (50,
 
 def load_data(name: str, *, root: str | None = None, seed: int = 0, search_per_class: int | None = None,
               test_per_class: int | None = None, download: bool = False, image_size: int | None = None,
-              num_classes: int = 10, train_per_class: int = 200) -> DataSplits:
+              num_classes: int = 10, train_per_class: int = 200, workers: int | None = None) -> DataSplits:
     """Load dataset ``name`` and carve a seeded search split (``search_per_class`` images of each
     class) out of its training data."""
     if name not in DATASETS:
@@ -37,7 +37,7 @@ def load_data(name: str, *, root: str | None = None, seed: int = 0, search_per_c
     test_per_class = dflt_test if test_per_class is None else test_per_class
     if name == "imagefolder":
         from .folder import load_imagefolder
-        return load_imagefolder(root, rng, search_per_class, image_size or 224)
+        return load_imagefolder(root, rng, search_per_class, image_size or 224, workers)
     if name in ("mnist5k", "digits", "synthetic"):
         images, labels, stats, flip = {
             "mnist5k": _mnist5k, "digits": _digits,
