@@ -6,12 +6,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from metaprune import build_model, count_cost, get_space, make_spec
 from pruningnet.cost import cost_model
 
-# (space, options, input sizes, vectors): 100+ per backbone, fewer for the extra variants
+# (space, options, input sizes, vectors): 60+ per backbone, fewer for the extra variants (300 in all)
 SPACES = [
-    ("mobilenet_v1", {"num_classes": 10}, (32, 64), 100),
-    ("mobilenet_v2", {"num_classes": 10}, (32, 56), 100),
+    ("mobilenet_v1", {"num_classes": 10}, (32, 64), 60),
+    ("mobilenet_v2", {"num_classes": 10}, (32, 56), 60),
     ("mobilenet_v2", {"num_classes": 10, "small_input": True, "width_mult": 1.0, "round_to": 8}, (32,), 20),
-    ("resnet50", {"num_classes": 10, "ratios": "0.1:0.4:0.03"}, (32, 48), 100),
+    ("resnet50", {"num_classes": 10, "ratios": "0.1:0.4:0.03"}, (32, 48), 60),
     ("resnet50", {"num_classes": 100, "small_input": True, "ratios": "0.1:0.3:0.05"}, (32,), 20),
     ("mobilenet_v3_large", {"num_classes": 10}, (32, 64), 24),
     ("mobilenet_v3_small", {"num_classes": 10, "small_input": True, "round_to": 1}, (32,), 20),
