@@ -20,10 +20,14 @@ def _worker_loop(config: dict) -> None:
 
     from .meta_train import meta_train
     from .runs import open_run
+    from .threads import ENV as THREADS_ENV
     from .threads import set_torch_threads
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # the project's one cap: meta_train's own set_torch_threads(train.threads) stays within this
+    # worker's CPUs instead of overriding them
+    os.environ[THREADS_ENV] = str(config["threads"])
     set_torch_threads(config["threads"])
     device = ray.train.torch.get_device() if config["gpus"] else torch.device("cpu")
     run = open_run(config["run"])
