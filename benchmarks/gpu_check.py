@@ -12,7 +12,16 @@ Figures, written to one JSON file (``--out``):
   re-estimate BN on 5 batches of 16, score 64 validation images at 224), random vectors: median, min,
   max seconds;
 - ``scratch``: scratch-training images/s of the static MobileNetV2-1.4 at 224 (batch 256) in fp32, bf16
-  autocast, channels-last and both (the ``recipe.precision`` / ``recipe.channels_last`` code path).
+  autocast, channels-last and both (the ``recipe.precision`` / ``recipe.channels_last`` code path);
+- ``latency`` (issue 17): latency tables of MobileNetV2-1.4 and MobileNetV3-Small at 224 built on this
+  device (batch 1 and 32, the default grid and timing), then predicted vs measured end to end over 20
+  random vectors each (MAPE, bias, the sum of entries alone);
+- ``meta_train_cli``: the user's path, ``python -m metaprune train-pruningnet`` on the smoke config
+  with generated data and ``train.device`` set to this device, once per ``train.amp`` (auto, fp16):
+  exit status, steps, wall seconds and the last log lines.
+
+Each section is timed and guarded: one that fails records its error and the others still run; the
+JSON file is rewritten after every section, so a run cut short keeps what it measured.
 
 ``--device cpu --quick`` shrinks every shape (32x32 inputs, narrow spaces, batches of 4-8, 2 timed
 steps) so CI runs it in seconds and the script cannot rot. Run on a GPU machine with::
@@ -40,6 +49,7 @@ from pruningnet import build_model, get_space, make_spec  # noqa: E402
 from pruningnet.bn import recalibrate_bn  # noqa: E402
 from pruningnet.hypernet import PruningNet  # noqa: E402
 
+from metaprune.latency import TimingConfig, build_table, measure_model_ms, space_key  # noqa: E402
 from metaprune.precision import Precision  # noqa: E402
 
 
@@ -182,6 +192,78 @@ def scratch_throughput(space, batch: int, size: int, dev, warmup: int, steps: in
     return {"batch": batch, "input": size, "images_per_s": out}
 
 
+def latency_mape(space, dev, batch: int, vectors: int, grid_step: int, timing: TimingConfig,
+                 rounds: int, tmp: Path) -> dict:
+    """Build a table on ``dev`` and compare its predictions with end-to-end timings of built models."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    table = build_table(space, device=dev.type, batch_size=batch, grid_step=grid_step, timing=timing,
+                        path=tmp / f"latency_{space.name}_b{batch}.json")
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    X = np.array([[int(rng.choice(u.choices)) for u in space.units] for _ in range(vectors)])
+    models = [build_model(make_spec(space, dict(zip(space.unit_names, (int(v) for v in row))))).to(dev)
+              for row in X]
+    opts = space.options
+    ms = np.zeros((rounds, vectors))
+    for r in range(rounds):  # interleaved rounds, median: a burst of noise hits one round of each model
+        for i, model in enumerate(models):
+            ms[r, i] = measure_model_ms(model, opts["input_size"], opts["in_channels"], dev.type, batch,
+                                        None, table.model_timing())
+    measured = np.median(ms, axis=0)
+    pred = table.predict_ms(space, X)
+    overhead = table.overheads[space_key(space)]["ms"]
+    err = 100 * (pred / measured - 1)
+    raw = 100 * ((pred - overhead) / measured - 1)
+    return {"batch": batch, "input": opts["input_size"], "grid_step": grid_step, "vectors": vectors,
+            "build_s": round(build_s, 1), "entries": len(table.entries),
+            "mape_pct": round(float(np.mean(np.abs(err))), 2), "bias_pct": round(float(np.mean(err)), 2),
+            "max_abs_pct": round(float(np.max(np.abs(err))), 2),
+            "mape_sum_of_entries_alone_pct": round(float(np.mean(np.abs(raw))), 2),
+            "overhead_ms": round(float(overhead), 4),
+            "measured_ms_range": [round(float(measured.min()), 3), round(float(measured.max()), 3)],
+            "round_spread_pct": round(float(np.mean((ms.max(0) - ms.min(0)) / measured) * 100), 1)}
+
+
+def meta_train_cli(dev, amp: str, max_steps: int | None, tmp: Path) -> dict:
+    """``python -m metaprune train-pruningnet`` on the smoke config, generated data, this device."""
+    import subprocess
+
+    run_dir = tmp / f"meta_{amp}"
+    cmd = [sys.executable, "-m", "metaprune", "train-pruningnet", "-c", str(REPO / "configs" / "smoke.yaml"),
+           "--set", "data.name=synthetic", "--set", f"train.device={dev.type}", "--set", f"train.amp={amp}",
+           "--run-dir", str(run_dir), "--quiet"]
+    if max_steps:
+        cmd += ["--set", f"train.max_steps={max_steps}"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = {"amp": amp, "returncode": proc.returncode, "wall_s": round(time.perf_counter() - t0, 1),
+           "tail": (proc.stdout + proc.stderr).strip().splitlines()[-6:]}
+    status = run_dir / "status.json"
+    if status.is_file():
+        doc = json.loads(status.read_text())
+        out.update({k: doc.get(k) for k in ("step", "state", "device", "wall_s", "loss_spikes") if k in doc})
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        out["last_metrics"] = next((r for r in reversed(rows) if "loss" in r and "event" not in r), None)
+    out["pruningnet_written"] = (run_dir / "pruningnet.pt").is_file()
+    return out
+
+
+def _section(report: dict, name: str, out: Path, fn) -> None:
+    t0 = time.perf_counter()
+    try:
+        report[name] = fn()
+    except Exception as e:  # noqa: BLE001 - one broken section must not lose the others' figures
+        report[name] = {"error": f"{type(e).__name__}: {e}"}
+    report.setdefault("section_s", {})[name] = round(time.perf_counter() - t0, 1)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"[gpu_check] {name} done in {report['section_s'][name]} s", flush=True)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
@@ -199,19 +281,35 @@ def main(argv=None) -> dict:
         size, batches, warmup, steps, cands, scratch_batch = 32, (4, 8), 1, 2, 2, 8
         mbv2 = get_space("mobilenet_v2", input_size=size, small_input=True, num_classes=10, width_mult=0.35)
         r50 = get_space("resnet50", input_size=size, small_input=True, num_classes=10, width_mult=0.125)
+        lat_spaces, lat_batches, lat_vectors, lat_step = [("mobilenet_v2", mbv2)], (1,), 2, 16
+        lat_timing, train_steps = TimingConfig(warmup=1, repeats=1, min_sample_ms=0.05), 2
     else:
         size, batches, warmup, steps, cands, scratch_batch = 224, (64, 256), 3, 10, 20, 256
         mbv2, r50 = get_space("mobilenet_v2", width_mult=1.4), get_space("resnet50")
+        lat_spaces = [("mobilenet_v2-1.4", mbv2), ("mobilenet_v3_small", get_space("mobilenet_v3_small"))]
+        lat_batches, lat_vectors, lat_step = (1, 32), 20, 3
+        lat_timing, train_steps = TimingConfig(), None
+    amps = ("auto", "fp16") if dev.type == "cuda" else ("auto",)
     report: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
                     or platform.machine(), "torch": torch.__version__, "quick": args.quick,
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    report["meta_step"] = [meta_step(mbv2, b, size, dev, warmup, steps) for b in batches]
-    report["resnet50_memory"] = resnet50_memory(r50, batches[0], size, dev)
-    report["candidate_eval"] = candidate_eval(mbv2, size, dev, cands)
-    report["scratch"] = scratch_throughput(mbv2, scratch_batch, size, dev, warmup, steps)
+    out = Path(args.out)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        _section(report, "meta_step", out, lambda: [meta_step(mbv2, b, size, dev, warmup, steps) for b in batches])
+        _section(report, "resnet50_memory", out, lambda: resnet50_memory(r50, batches[0], size, dev))
+        _section(report, "candidate_eval", out, lambda: candidate_eval(mbv2, size, dev, cands))
+        _section(report, "scratch", out, lambda: scratch_throughput(mbv2, scratch_batch, size, dev, warmup, steps))
+        _section(report, "latency", out, lambda: [{"space": name, **latency_mape(sp, dev, b, lat_vectors, lat_step,
+                                                                                  lat_timing, 3, tmp)}
+                                                  for name, sp in lat_spaces for b in lat_batches])
+        _section(report, "meta_train_cli", out, lambda: [meta_train_cli(dev, amp, train_steps, tmp)
+                                                         for amp in amps])
     report["wall_s"] = round(time.time() - t0, 1)
     report["imported"] = sorted(m for m in ("ray", "deap", "yaml") if m in sys.modules)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return report
 

@@ -23,3 +23,10 @@ def test_gpu_check_quick_on_cpu_writes_every_figure_without_ray_or_deap(tmp_path
     assert ev["candidates"] == 2 and 0 < ev["min_s"] <= ev["median_s"] <= ev["max_s"]
     assert set(doc["scratch"]["images_per_s"]) == {"fp32", "bf16", "fp32+channels_last", "bf16+channels_last"}
     assert all(v > 0 for v in doc["scratch"]["images_per_s"].values())
+    (lat,) = doc["latency"]
+    assert lat["entries"] > 0 and lat["vectors"] == 2 and lat["mape_pct"] >= 0 and lat["measured_ms_range"][0] > 0
+    (train,) = doc["meta_train_cli"]  # the CLI's own meta-training on the chosen device
+    assert train["returncode"] == 0 and train["state"] == "done" and train["step"] == 2
+    assert train["device"] == "cpu" and train["pruningnet_written"]
+    assert set(doc["section_s"]) == {"meta_step", "resnet50_memory", "candidate_eval", "scratch", "latency",
+                                     "meta_train_cli"}
