@@ -253,7 +253,50 @@ def meta_train_cli(dev, amp: str, max_steps: int | None, tmp: Path) -> dict:
     return out
 
 
+def profile_meta_step(space, batch: int, size: int, dev, steps: int = 3) -> dict:
+    """Where a PruningNet step's time goes: ``torch.profiler`` over ``steps`` steps (after a warm-up),
+    the top operators by host time and by device time, and the number of kernel launches per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    net = PruningNet(space).to(dev).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = _batch(batch, size, space.options["num_classes"], dev)
+    rng = random.Random(0)
+
+    def step() -> None:
+        loss = F.cross_entropy(net(x, _vector(space, rng)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    _sync(dev)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        _sync(dev)
+    wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    ev = prof.key_averages()
+    launches = sum(e.count for e in ev if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+
+    def top(attr: str) -> list:
+        rows = sorted(ev, key=lambda e: getattr(e, attr, 0), reverse=True)[:15]
+        return [[e.key, e.count // steps, round(getattr(e, attr, 0) / 1e3 / steps, 3)] for e in rows]
+
+    dev_attr = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    return {"batch": batch, "steps": steps, "wall_ms_per_step": round(wall_ms, 2),
+            "kernel_launches_per_step": launches // steps,
+            "top_self_host_ms_per_step": top("self_cpu_time_total"),
+            "top_self_device_ms_per_step": top(dev_attr)}
+
+
 def _section(report: dict, name: str, out: Path, fn) -> None:
+    if report["only"] and name not in report["only"]:
+        return
     t0 = time.perf_counter()
     try:
         report[name] = fn()
@@ -270,6 +313,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny shapes and 2 timed steps (CI)")
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--only", default="", help="comma-separated sections to run (default: all but profile)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -292,7 +336,8 @@ def main(argv=None) -> dict:
     amps = ("auto", "fp16") if dev.type == "cuda" else ("auto",)
     report: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
                     or platform.machine(), "torch": torch.__version__, "quick": args.quick,
-                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "only": [n for n in args.only.split(",") if n]}
     out = Path(args.out)
     import tempfile
 
@@ -307,6 +352,8 @@ def main(argv=None) -> dict:
                                                   for name, sp in lat_spaces for b in lat_batches])
         _section(report, "meta_train_cli", out, lambda: [meta_train_cli(dev, amp, train_steps, tmp)
                                                          for amp in amps])
+        if report["only"]:  # on request only: the profiler's own overhead is not a figure
+            _section(report, "profile", out, lambda: profile_meta_step(mbv2, batches[0], size, dev))
     report["wall_s"] = round(time.time() - t0, 1)
     report["imported"] = sorted(m for m in ("ray", "deap", "yaml") if m in sys.modules)
     out.write_text(json.dumps(report, indent=1) + "\n")
