@@ -26,7 +26,8 @@ JSON file is rewritten after every section, so a run cut short keeps what it mea
 ``--device cpu --quick`` shrinks every shape (32x32 inputs, narrow spaces, batches of 4-8, 2 timed
 steps) so CI runs it in seconds and the script cannot rot. Run on a GPU machine with::
 
-    bash scripts/gpu_check.sh --out gpu_check.json        # under 8 minutes on one H100/H200
+    bash scripts/gpu_check.sh --out gpu_check.json        # about 11 minutes on one H200
+    bash scripts/gpu_check.sh --only meta_step,profile --out gpu_check.json   # a minute or two
 """
 from __future__ import annotations
 
@@ -169,8 +170,8 @@ def candidate_eval(space, size: int, dev, candidates: int, bn_batches: int = 5, 
 
 def scratch_throughput(space, batch: int, size: int, dev, warmup: int, steps: int) -> dict:
     """Images/s of scratch-training steps in each precision / memory-format mode."""
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    old_benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = dev.type == "cuda"  # as scratch training sets it; restored below
     out = {}
     modes = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
     for precision, channels_last in modes:
@@ -189,6 +190,7 @@ def scratch_throughput(space, batch: int, size: int, dev, warmup: int, steps: in
 
         ms = statistics.median(_times_ms(step, dev, warmup, steps))
         out[f"{precision}{'+channels_last' if channels_last else ''}"] = round(batch / ms * 1e3, 1)
+    torch.backends.cudnn.benchmark = old_benchmark  # later sections time new shapes: no autotuning there
     return {"batch": batch, "input": size, "images_per_s": out}
 
 

@@ -2,8 +2,10 @@
 # GPU figures of issue 15 in one run: PruningNet vs static step (MobileNetV2-1.4 at 224, batch 64 and
 # 256), ResNet-50 PruningNet memory, per-candidate evaluation (MetaPruning's protocol) and
 # scratch-training images/s with and without autocast / channels-last. Synthetic data; needs torch and
-# this repository only (no Ray, DEAP or YAML). Under 8 minutes on one H100/H200:
+# this repository only (no Ray, DEAP or YAML). About 11 minutes on one H200 (2026-11-28: latency tables
+# 404 s, CLI meta-training 138 s, scratch 89 s, the rest 34 s); pick sections with --only:
 #   bash scripts/gpu_check.sh --out gpu_check.json
+#   bash scripts/gpu_check.sh --only meta_step,candidate_eval,profile --out gpu_check.json
 # CI runs `bash scripts/gpu_check.sh --device cpu --quick --out FILE` so it cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
