@@ -6,6 +6,11 @@ their uniform-width baselines, trained on mnist5k. Ray time is the Tuner's ``fit
 cluster is started before the clock); the ratio is sequential / Ray. The machine's load average is
 recorded, since other processes on a small box disturb both sides.
 
+Ray efficiency (issue 17) = the trials' own training seconds (each trial's ``wall_s``: its epochs'
+training and test evaluation, timed inside the trial) summed / (Ray CPUs x ``fit()`` wall seconds).
+1.0 means every CPU of the cluster trained all the time; worker start-up, imports, data hand-over,
+checkpoints and Tune's bookkeeping are what it loses.
+
     .venv/bin/python benchmarks/bench_ray_scaling.py --epochs 3 --images 1024
 """
 from __future__ import annotations
@@ -83,6 +88,8 @@ def main() -> None:
     out = {"trials": len(ray_trials), "epochs": args.epochs, "train_images": len(data.train),
            "ray_cpus": args.cpus, "sequential_threads": seq_threads,
            "sequential_s": round(seq_s, 2), "ray_s": round(ray_s, 2), "speedup": round(seq_s / ray_s, 3),
+           "trial_train_s": [round(o.metrics["wall_s"], 2) for o in outcomes],
+           "ray_efficiency": round(sum(o.metrics["wall_s"] for o in outcomes) / (args.cpus * ray_s), 3),
            "sequential_top1": [round(x, 4) for x in seq_top1],
            "ray_top1": [round(o.metrics["test_top1"], 4) for o in outcomes],
            "loadavg_1m_start": round(load_start, 2), "loadavg_1m_end": round(os.getloadavg()[0], 2), "machine": f"{platform.machine()}, {n_cpus} CPUs"}

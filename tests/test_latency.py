@@ -253,3 +253,33 @@ def test_compact_backbones_tables_cover_every_timed_layer(name, tmp_path):
     assert list(parts) == [x.name for x in sp.layers if x.timed] + ["overhead"]
     assert all(np.isfinite(v) and v > 0 for k, v in parts.items() if k != "overhead")
     assert table.predict_ms(sp, ch)[0] == pytest.approx(sum(parts.values()), rel=1e-9)
+
+
+def test_cli_refuses_wall_clock_timing_on_a_busy_machine(cli, space, tmp_path):
+    """Issue 17: with every CPU kept busy by other processes, wall-clock timing (the default) is refused
+    with one line naming the flags that work, and nothing is written; the cpu clock is not refused."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from metaprune.latency.busy import check_idle, idle_cpus
+
+    idle, n = idle_cpus()
+    assert 0 <= idle <= n + 0.01 and n == os.cpu_count()
+    spec = tmp_path / "spec.json"
+    save_spec(make_spec(space, space.max_channels()), spec)
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # the spinners are running
+        for args in (("check", spec, "--threads", "1"), ("build", "mobilenet_v2", "--out", tmp_path / "t.json")):
+            code, out, err = cli("latency", *args)
+            assert code == 2 and err.count("\n") == 1 and "the machine is busy" in err, (code, err)
+            assert "--threads 1 --clock cpu" in err and "--busy-ok" in err
+        assert not (tmp_path / "t.json").exists()
+        check_idle("cpu", 1, "cpu")  # CPU time of the timing thread: robust, never refused
+        check_idle("cpu", 2, "wall", busy_ok=True)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()

@@ -14,6 +14,7 @@ from pruningnet.spaces.ir import Space
 
 from ..latency import (LatencyTable, build_table, check_spec, current_key, default_table_path,
                        load_table)
+from ..latency.busy import check_idle
 from ..latency.shapes import grid_shapes
 from ..latency.table import DEFAULT_GRID_STEP
 from ..latency.timing import TimingConfig, check_clock
@@ -66,9 +67,11 @@ def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -
                    "busy machine (needs --threads 1).")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Table file [default for RUN: RUN/latency/table.json; required for SPACE].")
+@click.option("--busy-ok", is_flag=True,
+              help="Time even when other processes keep the CPUs busy (refused by default with the wall clock).")
 @json_option
 def latency_build(target: str, options: tuple[str, ...], device: str, batch_size: int, threads: int | None,
-                  grid_step: int, clock: str, out: str | None, as_json: bool) -> None:
+                  grid_step: int, clock: str, out: str | None, busy_ok: bool, as_json: bool) -> None:
     """Measure a latency table for a run's space (RUN/space.json) or for SPACE with -o options.
 
     Entries already in an existing table of the same key are kept; progress is saved as it goes.
@@ -80,6 +83,7 @@ def latency_build(target: str, options: tuple[str, ...], device: str, batch_size
         out = str(default_table_path(run_dir))
     key = current_key(device, batch_size, threads)
     check_clock(clock, key.device, key.threads)
+    check_idle(key.device, key.threads, clock, busy_ok)
     n = len(grid_shapes(space, grid_step)) if isinstance(grid_step, int) and grid_step >= 1 else 0
     if not as_json:
         click.echo(f"timing up to {n} layer shapes of {space.name} on {key.device} ({key.device_name}), "
@@ -112,9 +116,11 @@ def latency_build(target: str, options: tuple[str, ...], device: str, batch_size
 @click.option("--device", default="cpu", show_default=True, callback=check_device, help="Without --table: cpu or cuda.")
 @click.option("--threads", type=int, default=None, help="Without --table: torch threads.")
 @click.option("--clock", default="wall", show_default=True, help="Without --table: wall or cpu.")
+@click.option("--busy-ok", is_flag=True,
+              help="Time even when other processes keep the CPUs busy (refused by default with the wall clock).")
 @json_option
 def latency_check(spec_file: str, table_file: str | None, device: str, threads: int | None, clock: str,
-                  as_json: bool) -> None:
+                  busy_ok: bool, as_json: bool) -> None:
     """Time SPEC's built model end to end and print it against the table's prediction."""
     spec = load_spec(spec_file)
     if table_file is not None:
@@ -126,6 +132,7 @@ def latency_check(spec_file: str, table_file: str | None, device: str, threads: 
         key = current_key(device, 1, threads)
         check_clock(clock, key.device, key.threads)
         table = LatencyTable(key, TimingConfig(clock=clock))
+    check_idle(table.key.device, table.key.threads, table.timing.clock, busy_ok)
     r = check_spec(spec, table)
     if as_json:
         echo_json({**r.to_dict(), "table": table_file})
