@@ -3,6 +3,11 @@ evaluation (generating weights once per candidate vs once per batch), and peak m
 meta-training at 224.
 
 Run by hand: .venv/bin/python benchmarks/bench_pruningnet.py [--part step,eval,memory] [--threads 2]
+
+``--part fused224`` (issue 17): MobileNetV2-1.4 at 224, batch 8, the static max network's step against
+the PruningNet's step on random vectors with the optimizer as before (SGD, for-loop) and as
+meta-training builds it now (``meta_train._optimizer``: fused SGD), with MetaPruning's momentum and
+weight decay; alternated in rounds so drift of the machine hits every arm alike.
 """
 from __future__ import annotations
 
@@ -35,6 +40,43 @@ def _step_time(fn, params, x, y, steps: int) -> float:
         opt.step()
         times.append(time.perf_counter() - t)
     return float(np.median(times[3:]))
+
+
+def fused_rounds(rounds: int, steps: int) -> dict:
+    """Median step seconds of the static max network and of the PruningNet (old and new optimizer)."""
+    from types import SimpleNamespace
+
+    from metaprune import get_space
+    from metaprune.meta_train import _optimizer
+
+    sp = get_space("mobilenet_v2")  # MetaPruning's 1.4x space at 224, 1000 classes
+    x, y = torch.randn(8, 3, 224, 224), torch.randint(0, 1000, (8,))
+    torch.manual_seed(0)
+    net, static = PruningNet(sp, 32).train(), build_model(make_spec(sp, sp.max_channels())).train()
+    tc = SimpleNamespace(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=4e-5)
+    arms = {"static_max": (static, lambda m, v: m(x), lambda m: torch.optim.SGD(
+                m.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5, foreach=False)),
+            "pruningnet_sgd_loop": (net, lambda m, v: m(x, v), lambda m: torch.optim.SGD(
+                m.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5, foreach=False)),
+            "pruningnet_fused": (net, lambda m, v: m(x, v), lambda m: _optimizer(m, tc))}
+    opts = {k: make(m) for k, (m, _, make) in arms.items()}
+    times: dict = {k: [] for k in arms}
+    for r in range(rounds):
+        rng = np.random.default_rng(r)  # the same vectors for both PruningNet arms in a round
+        vecs = [sample_vectors(sp, rng, "uniform")[0] for _ in range(steps + 1)]
+        for k, (m, fwd, _) in arms.items():
+            for i, v in enumerate(vecs):
+                t = time.perf_counter()
+                loss = F.cross_entropy(fwd(m, v), y)
+                opts[k].zero_grad(set_to_none=True)
+                loss.backward()
+                opts[k].step()
+                if i:  # the first step of an arm warms it up
+                    times[k].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {**{f"{k}_s": round(v, 4) for k, v in med.items()},
+            "ratio_before": round(med["pruningnet_sgd_loop"] / med["static_max"], 3),
+            "ratio_now": round(med["pruningnet_fused"] / med["static_max"], 3), "rounds": rounds, "steps": steps}
 
 
 def step_ratio(space, hidden: int, batch: int, steps: int) -> dict:
@@ -73,6 +115,11 @@ def main() -> None:
         print(f"MobileNetV2-1.4 at 224 step (batch 8, hidden 32, {r['generator_params']/1e6:.0f}M generator "
               f"parameters): static max {r['static_max_s']:.2f} s, PruningNet max {r['pruningnet_max_s']:.2f} s "
               f"(ratio {r['ratio_max']:.2f})")
+    if "fused224" in parts:
+        r = fused_rounds(3, 4)
+        print(f"MobileNetV2-1.4 at 224, batch 8, random vectors ({r['rounds']} rounds x {r['steps']} steps): static max "
+              f"{r['static_max_s']:.3f} s; PruningNet with for-loop SGD {r['pruningnet_sgd_loop_s']:.3f} s (ratio "
+              f"{r['ratio_before']:.2f}), with fused SGD {r['pruningnet_fused_s']:.3f} s (ratio {r['ratio_now']:.2f})")
     if "eval" in parts:
         torch.manual_seed(0)
         net = PruningNet(space, cfg.model.hidden).eval()
