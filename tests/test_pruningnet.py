@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from metaprune import get_space
 from pruningnet.hypernet import PruningNet
@@ -267,3 +268,35 @@ def test_bn_batches_stay_in_host_memory_whatever_the_device(smoke_run):
     assert len(batches) == 2 and all(x.device.type == "cpu" and x.shape[0] == 16 for x in batches)
     model = generate(run.load_pruningnet(), run.space.max_channels(), data, batches=batches)
     assert not model.training
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "resnet50"])
+def test_cropped_backward_gradients_equal_autograds(name):
+    """Issue 17: the generators' own backward (one full-size zero tensor written in place) gives the
+    same outputs and gradients, bit for bit, as autograd's backward through the weight crops."""
+    import random
+
+    from pruningnet.hypernet import WeightGenerator
+
+    opts = {"input_size": 16, "small_input": True, "num_classes": 5}
+    sp = get_space(name, **opts, **({"width_mult": 0.25} if name != "mobilenet_v3_small" else {}))
+    torch.manual_seed(0)
+    net = PruningNet(sp, hidden=8)
+    x, y = torch.randn(3, 3, 16, 16), torch.tensor([0, 3, 4])
+    rng = random.Random(0)
+    try:
+        for _ in range(2):
+            ch = {u.name: rng.choice(u.choices) for u in sp.units}
+            res = []
+            for cropped in (False, True):
+                WeightGenerator.cropped_backward = cropped
+                net.zero_grad(set_to_none=True)
+                torch.manual_seed(1)  # dropout
+                out = net(x, ch)
+                F.cross_entropy(out, y).backward()
+                res.append((out.detach(), {k: p.grad for k, p in net.named_parameters() if p.grad is not None}))
+            (o1, g1), (o2, g2) = res
+            assert torch.equal(o1, o2) and g1.keys() == g2.keys() and len(g1) > 10
+            assert all(torch.equal(g1[k], g2[k]) for k in g1), [k for k in g1 if not torch.equal(g1[k], g2[k])]
+    finally:
+        WeightGenerator.cropped_backward = True
