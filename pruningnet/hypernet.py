@@ -63,9 +63,18 @@ class WeightGenerator(nn.Module):
         return torch.matmul(self.weight[:out_chs, :in_chs], h) + self.bias[:out_chs, :in_chs]
 
 
+def _outside_zeroed(shape: torch.Size, dtype: torch.dtype, device: torch.device, o: int, i: int) -> torch.Tensor:
+    """A tensor of ``shape`` that is zero outside ``[:o, :i]`` (the caller writes the crop): each
+    element is written once, where zeros-then-crop would write the crop twice."""
+    t = torch.empty(shape, dtype=dtype, device=device)
+    t[o:].zero_()
+    t[:o, i:].zero_()
+    return t
+
+
 class _CroppedProduct(torch.autograd.Function):
     """``weight[:out, :in] @ h + bias[:out, :in]`` with a backward that writes the weight's gradient
-    straight into one zero tensor of the full shape.
+    straight into one tensor of the full shape, zero outside the crop.
 
     Autograd's own backward of the same expression materialises the outer product, then one zero-filled
     tensor per slice (two for a 2-D crop) and copies between them: for MobileNetV2-1.4's ~200M generator
@@ -88,10 +97,10 @@ class _CroppedProduct(torch.autograd.Function):
         (o, i), (w_shape, b_shape, w_dtype, b_dtype) = ctx.crop, ctx.shapes
         gw = gb = gh = None
         if ctx.needs_input_grad[0]:
-            gw = torch.zeros(w_shape, dtype=w_dtype, device=g.device)
+            gw = _outside_zeroed(w_shape, w_dtype, g.device, o, i)
             torch.mul(g.unsqueeze(-1), h, out=gw[:o, :i])
         if ctx.needs_input_grad[1]:
-            gb = torch.zeros(b_shape, dtype=b_dtype, device=g.device)
+            gb = _outside_zeroed(b_shape, b_dtype, g.device, o, i)
             gb[:o, :i] = g
         if ctx.needs_input_grad[2]:
             gh = torch.matmul(flat.t(), g.reshape(-1).to(flat.dtype)).to(h.dtype)
