@@ -72,6 +72,15 @@ def _times_ms(fn, dev: torch.device, warmup: int, steps: int) -> list[float]:
     return out
 
 
+def _sgd(params) -> torch.optim.SGD:
+    """SGD as meta-training builds it (fused where torch has the kernel; ``meta_train._optimizer``)."""
+    params = list(params)
+    try:
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=4e-5, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=4e-5)
+
+
 def _vector(space, rng: random.Random) -> dict[str, int]:
     return {u.name: rng.choice(u.choices) for u in space.units}
 
@@ -86,7 +95,7 @@ def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int) -> dic
     """PruningNet step vs the static max network's step at the same batch."""
     torch.manual_seed(0)
     net = PruningNet(space).to(dev).train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    opt = _sgd(net.parameters())
     x, y = _batch(batch, size, space.options["num_classes"], dev)
     rng = random.Random(0)
 
@@ -100,7 +109,7 @@ def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int) -> dic
     gen_params = sum(p.numel() for p in net.parameters())
     del net, opt
     static = build_model(make_spec(space, space.max_channels())).to(dev).train()
-    sopt = torch.optim.SGD(static.parameters(), lr=0.01, momentum=0.9)
+    sopt = _sgd(static.parameters())
 
     def plain() -> None:
         loss = F.cross_entropy(static(x), y)
@@ -120,7 +129,7 @@ def resnet50_memory(space, batch: int, size: int, dev) -> dict:
         torch.cuda.reset_peak_memory_stats(dev)
     torch.manual_seed(0)
     net = PruningNet(space).to(dev).train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    opt = _sgd(net.parameters())
     x, y = _batch(batch, size, space.options["num_classes"], dev)
     t0 = time.perf_counter()
     loss = F.cross_entropy(net(x, space.max_channels()), y)
@@ -262,7 +271,7 @@ def profile_meta_step(space, batch: int, size: int, dev, steps: int = 3) -> dict
 
     torch.manual_seed(0)
     net = PruningNet(space).to(dev).train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    opt = _sgd(net.parameters())
     x, y = _batch(batch, size, space.options["num_classes"], dev)
     rng = random.Random(0)
 
