@@ -9,6 +9,11 @@ the PruningNet's step on random vectors as before (autograd's backward through t
 for-loop SGD), with only the fused optimizer (``meta_train._optimizer``), and as meta-training runs now
 (fused SGD and the generators' cropped backward, ``WeightGenerator.cropped_backward``); MetaPruning's
 momentum and weight decay; alternated in rounds so drift of the machine hits every arm alike.
+
+``--part eval_cl`` (issue 17): one candidate's evaluation with the network in NCHW and channels-last,
+alternated: the smoke config's proxy (``metaprune.evaluation.evaluate``: 5 BN batches of 128, 500
+search images) and MetaPruning's protocol at 224 on MobileNetV2-1.4 (5 BN batches of 16, 64 images;
+random tensors), the same random vectors for both arms.
 """
 from __future__ import annotations
 
@@ -84,6 +89,50 @@ def fused_rounds(rounds: int, steps: int) -> dict:
             "rounds": rounds, "steps": steps}
 
 
+def eval_layouts(space, data, rounds: int = 3, per_round: int = 4) -> dict:
+    """Median seconds per candidate in NCHW and channels-last, smoke proxy and 224 protocol."""
+    from metaprune import get_space
+    from pruningnet.bn import recalibrate_bn
+
+    out = {}
+    torch.manual_seed(0)
+    net = PruningNet(space, 16).eval()
+    batches = bn_batches(data, 5, 128, 0, "cpu")
+    times: dict = {False: [], True: []}
+    hits: dict = {False: [], True: []}
+    for r in range(rounds):
+        rng = np.random.default_rng(r)
+        vecs = [{u.name: int(rng.choice(u.choices)) for u in space.units} for _ in range(per_round)]
+        for cl in (False, True):
+            for ch in vecs:
+                t = time.perf_counter()
+                hits[cl].append(evaluate(net, ch, data, max_images=500, batches=batches, channels_last=cl)["top1"])
+                times[cl].append(time.perf_counter() - t)
+    out["smoke"] = {"nchw_s": float(np.median(times[False])), "channels_last_s": float(np.median(times[True])),
+                    "max_top1_difference": max(abs(a - b) for a, b in zip(hits[False], hits[True]))}
+    sp = get_space("mobilenet_v2")  # MetaPruning's 1.4x space at 224
+    torch.manual_seed(0)
+    net = PruningNet(sp, 32).eval()
+    g = torch.Generator().manual_seed(0)
+    bn = [torch.randn(16, 3, 224, 224, generator=g) for _ in range(5)]
+    xv = torch.randn(64, 3, 224, 224, generator=g)
+    times = {False: [], True: []}
+    for r in range(rounds):
+        rng = np.random.default_rng(100 + r)
+        vecs = [{u.name: int(rng.choice(u.choices)) for u in sp.units} for _ in range(2)]
+        for cl in (False, True):
+            for ch in vecs:
+                t = time.perf_counter()
+                with torch.no_grad():
+                    model = net.generate(ch)
+                    if cl:
+                        model = model.to(memory_format=torch.channels_last)
+                    recalibrate_bn(model, bn)(xv).argmax(1)
+                times[cl].append(time.perf_counter() - t)
+    out["protocol224"] = {"nchw_s": float(np.median(times[False])), "channels_last_s": float(np.median(times[True]))}
+    return out
+
+
 def step_ratio(space, hidden: int, batch: int, steps: int) -> dict:
     opts = space.options
     x = torch.randn(batch, opts["in_channels"], opts["input_size"], opts["input_size"])
@@ -126,6 +175,12 @@ def main() -> None:
               f"{r['static_max_s']:.3f} s; PruningNet before {r['pruningnet_before_s']:.3f} s (ratio "
               f"{r['ratio_before']:.2f}), fused SGD only {r['pruningnet_fused_sgd_s']:.3f} s (ratio "
               f"{r['ratio_fused_sgd']:.2f}), now {r['pruningnet_now_s']:.3f} s (ratio {r['ratio_now']:.2f})")
+    if "eval_cl" in parts:
+        r = eval_layouts(space, data)
+        print(f"candidate evaluation, smoke proxy: NCHW {r['smoke']['nchw_s']:.3f} s, channels-last "
+              f"{r['smoke']['channels_last_s']:.3f} s (top-1 differs by at most {r['smoke']['max_top1_difference']:.3f}); "
+              f"MetaPruning's protocol at 224: NCHW {r['protocol224']['nchw_s']:.2f} s, channels-last "
+              f"{r['protocol224']['channels_last_s']:.2f} s")
     if "eval" in parts:
         torch.manual_seed(0)
         net = PruningNet(space, cfg.model.hidden).eval()
