@@ -14,6 +14,12 @@ momentum and weight decay; alternated in rounds so drift of the machine hits eve
 alternated: the smoke config's proxy (``metaprune.evaluation.evaluate``: 5 BN batches of 128, 500
 search images) and MetaPruning's protocol at 224 on MobileNetV2-1.4 (5 BN batches of 16, 64 images;
 random tensors), the same random vectors for both arms.
+
+``--part official224 --official PATH`` (issue 17): the 224 protocol above for the official MetaPruning
+PruningNet (``PATH/mobilenetv2/searching/mobilenet_v2.py`` of a checkout of
+github.com/liuzechun/MetaPruning, imported from there, nothing copied; its ``infer``: reset BN
+statistics, 5 forward passes in train mode, then evaluation, regenerating weights every pass) beside
+ours in NCHW and channels-last, alternated in rounds on random candidates.
 """
 from __future__ import annotations
 
@@ -133,6 +139,59 @@ def eval_layouts(space, data, rounds: int = 3, per_round: int = 4) -> dict:
     return out
 
 
+def official_rounds(path: str, rounds: int = 3, per_round: int = 2) -> dict:
+    """Seconds per candidate, MetaPruning's protocol at 224: the official PruningNet against ours."""
+    import sys
+    from pathlib import Path
+
+    from metaprune import get_space
+    from pruningnet.bn import recalibrate_bn
+
+    sys.path.insert(0, str(Path(path) / "mobilenetv2" / "searching"))
+    import mobilenet_v2 as official  # noqa: E402 (the official searching model)
+
+    torch.manual_seed(0)
+    theirs = official.MobileNetV2()
+    sp = get_space("mobilenet_v2")
+    ours = PruningNet(sp, 32).eval()
+    g = torch.Generator().manual_seed(0)
+    bn = [torch.randn(16, 3, 224, 224, generator=g) for _ in range(5)]
+    xv = torch.randn(64, 3, 224, 224, generator=g)
+    times: dict = {"official": [], "ours_nchw": [], "ours_channels_last": []}
+    for r in range(rounds):
+        rng = np.random.default_rng(200 + r)
+        for _ in range(per_round):
+            # as the official random_can: one width per stage (stage_repeat), one per block's mid
+            stage = np.concatenate([[rng.integers(0, 31)] * n for n in (1, 1, 2, 3, 4, 3, 3, 1)])
+            mid = rng.integers(0, 31, size=17)
+            ch = {u.name: int(rng.choice(u.choices)) for u in sp.units}
+            t = time.perf_counter()
+            with torch.no_grad():  # the official infer(): reset BN, 5 train-mode passes, evaluate
+                for m in theirs.modules():
+                    if isinstance(m, torch.nn.BatchNorm2d):
+                        m.running_mean = torch.zeros_like(m.running_mean)
+                        m.running_var = torch.ones_like(m.running_var)
+                theirs.train()
+                for x in bn:
+                    theirs(x, stage, mid)
+                theirs.eval()
+                theirs(xv, stage, mid).argmax(1)
+            times["official"].append(time.perf_counter() - t)
+            for cl in (False, True):
+                t = time.perf_counter()
+                with torch.no_grad():
+                    model = ours.generate(ch)
+                    if cl:
+                        model = model.to(memory_format=torch.channels_last)
+                    recalibrate_bn(model, bn)(xv).argmax(1)
+                times["ours_channels_last" if cl else "ours_nchw"].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {**{f"{k}_s": round(v, 3) for k, v in med.items()},
+            "spread": {k: round((max(v) - min(v)) / float(np.median(v)), 3) for k, v in times.items()},
+            "speedup_vs_official": round(med["official"] / med["ours_channels_last"], 2),
+            "candidates": rounds * per_round}
+
+
 def step_ratio(space, hidden: int, batch: int, steps: int) -> dict:
     opts = space.options
     x = torch.randn(batch, opts["in_channels"], opts["input_size"], opts["input_size"])
@@ -151,6 +210,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--part", default="step,step224,eval,memory")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--official", default=None, help="checkout of github.com/liuzechun/MetaPruning (--part official224)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     parts = args.part.split(",")
@@ -175,6 +235,13 @@ def main() -> None:
               f"{r['static_max_s']:.3f} s; PruningNet before {r['pruningnet_before_s']:.3f} s (ratio "
               f"{r['ratio_before']:.2f}), fused SGD only {r['pruningnet_fused_sgd_s']:.3f} s (ratio "
               f"{r['ratio_fused_sgd']:.2f}), now {r['pruningnet_now_s']:.3f} s (ratio {r['ratio_now']:.2f})")
+    if "official224" in parts:
+        if not args.official:
+            raise SystemExit("--part official224 needs --official PATH (a checkout of liuzechun/MetaPruning)")
+        r = official_rounds(args.official)
+        print(f"MetaPruning's protocol at 224, {r['candidates']} random candidates: official {r['official_s']:.2f} s, "
+              f"ours NCHW {r['ours_nchw_s']:.2f} s, ours channels-last {r['ours_channels_last_s']:.2f} s "
+              f"({r['speedup_vs_official']:.2f}x the official); spread (max-min)/median {r['spread']}")
     if "eval_cl" in parts:
         r = eval_layouts(space, data)
         print(f"candidate evaluation, smoke proxy: NCHW {r['smoke']['nchw_s']:.3f} s, channels-last "
