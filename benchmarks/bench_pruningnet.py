@@ -95,10 +95,28 @@ def fused_rounds(rounds: int, steps: int) -> dict:
             "rounds": rounds, "steps": steps}
 
 
+def _protocol224_inputs() -> tuple[list[torch.Tensor], torch.Tensor]:
+    """MetaPruning's per-candidate inputs at 224: 5 BN batches of 16 and 64 images (random tensors)."""
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(16, 3, 224, 224, generator=g) for _ in range(5)], torch.randn(64, 3, 224, 224, generator=g)
+
+
+def _ours224_s(net: PruningNet, ch: dict, bn: list, xv: torch.Tensor, channels_last: bool) -> float:
+    """Seconds of one candidate with our PruningNet: generate, re-estimate BN, score ``xv``."""
+    from pruningnet.bn import recalibrate_bn
+
+    t = time.perf_counter()
+    with torch.no_grad():
+        model = net.generate(ch)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        recalibrate_bn(model, bn)(xv).argmax(1)
+    return time.perf_counter() - t
+
+
 def eval_layouts(space, data, rounds: int = 3, per_round: int = 4) -> dict:
     """Median seconds per candidate in NCHW and channels-last, smoke proxy and 224 protocol."""
     from metaprune import get_space
-    from pruningnet.bn import recalibrate_bn
 
     out = {}
     torch.manual_seed(0)
@@ -119,22 +137,14 @@ def eval_layouts(space, data, rounds: int = 3, per_round: int = 4) -> dict:
     sp = get_space("mobilenet_v2")  # MetaPruning's 1.4x space at 224
     torch.manual_seed(0)
     net = PruningNet(sp, 32).eval()
-    g = torch.Generator().manual_seed(0)
-    bn = [torch.randn(16, 3, 224, 224, generator=g) for _ in range(5)]
-    xv = torch.randn(64, 3, 224, 224, generator=g)
+    bn, xv = _protocol224_inputs()
     times = {False: [], True: []}
     for r in range(rounds):
         rng = np.random.default_rng(100 + r)
         vecs = [{u.name: int(rng.choice(u.choices)) for u in sp.units} for _ in range(2)]
         for cl in (False, True):
             for ch in vecs:
-                t = time.perf_counter()
-                with torch.no_grad():
-                    model = net.generate(ch)
-                    if cl:
-                        model = model.to(memory_format=torch.channels_last)
-                    recalibrate_bn(model, bn)(xv).argmax(1)
-                times[cl].append(time.perf_counter() - t)
+                times[cl].append(_ours224_s(net, ch, bn, xv, cl))
     out["protocol224"] = {"nchw_s": float(np.median(times[False])), "channels_last_s": float(np.median(times[True]))}
     return out
 
@@ -145,7 +155,6 @@ def official_rounds(path: str, rounds: int = 3, per_round: int = 2) -> dict:
     from pathlib import Path
 
     from metaprune import get_space
-    from pruningnet.bn import recalibrate_bn
 
     sys.path.insert(0, str(Path(path) / "mobilenetv2" / "searching"))
     import mobilenet_v2 as official  # noqa: E402 (the official searching model)
@@ -154,9 +163,7 @@ def official_rounds(path: str, rounds: int = 3, per_round: int = 2) -> dict:
     theirs = official.MobileNetV2()
     sp = get_space("mobilenet_v2")
     ours = PruningNet(sp, 32).eval()
-    g = torch.Generator().manual_seed(0)
-    bn = [torch.randn(16, 3, 224, 224, generator=g) for _ in range(5)]
-    xv = torch.randn(64, 3, 224, 224, generator=g)
+    bn, xv = _protocol224_inputs()
     times: dict = {"official": [], "ours_nchw": [], "ours_channels_last": []}
     for r in range(rounds):
         rng = np.random.default_rng(200 + r)
@@ -178,13 +185,7 @@ def official_rounds(path: str, rounds: int = 3, per_round: int = 2) -> dict:
                 theirs(xv, stage, mid).argmax(1)
             times["official"].append(time.perf_counter() - t)
             for cl in (False, True):
-                t = time.perf_counter()
-                with torch.no_grad():
-                    model = ours.generate(ch)
-                    if cl:
-                        model = model.to(memory_format=torch.channels_last)
-                    recalibrate_bn(model, bn)(xv).argmax(1)
-                times["ours_channels_last" if cl else "ours_nchw"].append(time.perf_counter() - t)
+                times["ours_channels_last" if cl else "ours_nchw"].append(_ours224_s(ours, ch, bn, xv, cl))
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {**{f"{k}_s": round(v, 3) for k, v in med.items()},
             "spread": {k: round((max(v) - min(v)) / float(np.median(v)), 3) for k, v in times.items()},
