@@ -192,7 +192,11 @@ def test_ray_requests_the_cluster_cannot_meet_are_refused_not_queued(smoke_run, 
     before = tree_hash(run)
     code, out, err = cli("search", run, "--max-macs", budget["macs"], "-c", SMOKE, "--quiet", "--workers", 5)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "--workers 5 needs 5 CPU(s) (1 per actor) but the Ray cluster has 2" in err, err
+    assert "--workers 5 needs 5 CPU(s) (1 per actor: one per torch thread) but the Ray cluster has 2" in err, err
+    # issue 17: an actor reserves one CPU per torch thread, so 2 actors x 2 threads cannot share 2 CPUs
+    code, out, err = cli("search", run, "--max-macs", budget["macs"], "-c", SMOKE, "--quiet", "--workers", 2,
+                         "--set", "eval.threads=2")
+    assert code == 2 and "--workers 2 needs 4 CPU(s) (2 per actor: one per torch thread)" in err, err
     assert tree_hash(run) == before and ray_cluster.is_initialized()
     sp = open_run(run).space
     spec = save_spec(make_spec(sp, sp.max_channels()), tmp_path / "s.json")

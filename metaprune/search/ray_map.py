@@ -66,12 +66,15 @@ class RayActorMap:
             raise UserError("--device cuda: the Ray cluster has no GPU; accepted: --device cpu or auto, or a "
                             "cluster with GPUs (--address)")
         use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
+        # an actor reserves as many CPUs as it runs torch threads: actors x threads never exceed the CPUs
+        threads = max(1, int(settings.threads or 1))
         if workers is None:
-            workers = gpus if use_gpu else int(total.get("CPU", 1))
+            workers = gpus if use_gpu else max(1, int(total.get("CPU", 1)) // threads)
         if workers < 1:
             raise UserError(f"--workers {workers} must be >= 1")
-        require(f"--workers {workers}", cpus=workers, gpus=workers if use_gpu else 0, each="1 per actor")
-        actor_cls = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)(_Evaluator)
+        require(f"--workers {workers}", cpus=workers * threads, gpus=workers if use_gpu else 0,
+                each=f"{threads} per actor: one per torch thread")
+        actor_cls = ray.remote(num_cpus=threads, num_gpus=1 if use_gpu else 0)(_Evaluator)
         self.workers = workers
         self.actors = [actor_cls.remote(str(Path(run_path).resolve()), settings.to_dict(),
                                         "cuda" if use_gpu else "cpu") for _ in range(workers)]
