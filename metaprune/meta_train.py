@@ -160,7 +160,7 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
         state = load_weights(ckpt, "meta-training checkpoint", map_location=device)
         try:
             net.load_state_dict(state["net"])
-            opt.load_state_dict(state["opt"])
+            _load_optimizer_state(opt, state["opt"])
             sched.load_state_dict(state["sched"])
             step = int(state["step"])
         except (KeyError, TypeError, ValueError, RuntimeError):
@@ -278,10 +278,27 @@ def _optimizer(net: torch.nn.Module, tc) -> torch.optim.Optimizer:
     """
     cls, kw = ((torch.optim.AdamW, {"weight_decay": tc.weight_decay}) if tc.optimizer == "adamw" else
                (torch.optim.SGD, {"momentum": tc.momentum, "nesterov": tc.nesterov, "weight_decay": tc.weight_decay}))
-    try:
-        return cls(net.parameters(), lr=tc.lr, fused=True, **kw)
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype
-        return cls(net.parameters(), lr=tc.lr, **kw)
+    params = list(net.parameters())
+    # torch checks a fused kernel's device only at the first step: use it where it is known to exist
+    fused = all(p.device.type in _FUSED_DEVICES and p.dtype.is_floating_point for p in params)
+    return cls(params, lr=tc.lr, fused=True, **kw) if fused else cls(params, lr=tc.lr, **kw)
+
+
+_FUSED_DEVICES = ("cpu", "cuda")
+_BUILD_FLAGS = ("fused", "foreach")
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict(state)`` keeping how ``opt`` was built (fused or not).
+
+    Loading copies every param-group key, these flags too: a checkpoint written by a non-fused
+    optimizer (before issue 17, or on another device) would turn the fused one off while it still
+    tells GradScaler it unscales itself, and the first fp16 step would fail.
+    """
+    built = [{k: g[k] for k in _BUILD_FLAGS if k in g} for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, flags in zip(opt.param_groups, built):
+        group.update(flags)
 
 
 def _mean_over_workers(loss: float, correct: int, world: int, device: torch.device) -> tuple[float, int]:

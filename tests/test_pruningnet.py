@@ -329,3 +329,27 @@ def test_cropped_backward_gradients_equal_autograds(name):
             assert all(torch.equal(g1[k], g2[k]) for k in g1), [k for k in g1 if not torch.equal(g1[k], g2[k])]
     finally:
         WeightGenerator.cropped_backward = True
+
+
+def test_resuming_an_older_checkpoint_keeps_the_fused_optimizer_and_its_loss_scaling():
+    """Issue 17: meta-training's optimizer is fused; loading a checkpoint written by a plain one
+    (before the change) must not switch it off behind GradScaler's back (the fp16 step would fail)."""
+    from types import SimpleNamespace
+
+    from metaprune.meta_train import _load_optimizer_state, _optimizer
+
+    tc = SimpleNamespace(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4)
+    net = torch.nn.Linear(4, 3)
+    plain = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(2, 4)).sum().backward()
+    plain.step()
+    opt = _optimizer(net, tc)
+    assert opt.param_groups[0]["fused"] is True
+    _load_optimizer_state(opt, plain.state_dict())
+    assert opt.param_groups[0]["fused"] is True and "momentum_buffer" in opt.state[net.weight]
+    scaler = torch.amp.GradScaler("cpu")  # the CUDA fp16 path's protocol, on the CPU
+    before = net.weight.detach().clone()
+    scaler.scale(net(torch.randn(2, 4)).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert not torch.equal(before, net.weight)

@@ -10,6 +10,7 @@ checked.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -20,32 +21,48 @@ WINDOW_S = 0.3
 SLACK_CPUS = 0.25
 
 
-def _cpu_times(stat: Path) -> tuple[float, float] | None:
-    """(idle, total) jiffies of all CPUs from the aggregate ``cpu`` line of /proc/stat."""
+def _cpu_times(stat: Path, cpus: set[int]) -> tuple[float, float] | None:
+    """(idle, total) jiffies summed over the ``cpuN`` lines of /proc/stat for N in ``cpus``."""
     try:
-        fields = stat.read_text().split("\n", 1)[0].split()
+        lines = stat.read_text().splitlines()
     except OSError:
         return None
-    if not fields or fields[0] != "cpu" or len(fields) < 5:
-        return None
-    vals = [float(v) for v in fields[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)  # idle + iowait
-    return idle, sum(vals[:8])  # guest time is already counted in user
+    idle = total = 0.0
+    seen = 0
+    for line in lines:
+        fields = line.split()
+        if not fields or not fields[0].startswith("cpu") or fields[0] == "cpu" or len(fields) < 6:
+            continue
+        try:
+            n, vals = int(fields[0][3:]), [float(v) for v in fields[1:9]]
+        except ValueError:
+            continue
+        if n in cpus:
+            idle += vals[3] + vals[4]  # idle + iowait; guest time is already counted in user
+            total += sum(vals)
+            seen += 1
+    return (idle, total) if seen else None
 
 
 def idle_cpus(window_s: float = WINDOW_S, stat: Path = Path("/proc/stat")) -> tuple[float, int] | None:
-    """(CPUs idle on average over ``window_s``, CPUs of the machine), or None where unknown."""
-    import os
+    """(CPUs idle on average over ``window_s``, CPUs this process may run on), or None where unknown.
 
-    a = _cpu_times(stat)
+    Only the CPUs of this process's affinity mask count (a container or ``taskset`` may give it fewer
+    than the machine has)."""
+    from ..threads import available_cores
+
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = set(range(available_cores()))
+    a = _cpu_times(stat, cpus)
     if a is None:
         return None
     time.sleep(window_s)
-    b = _cpu_times(stat)
-    n = os.cpu_count() or 1
+    b = _cpu_times(stat, cpus)
     if b is None or b[1] <= a[1]:
         return None
-    return n * (b[0] - a[0]) / (b[1] - a[1]), n
+    return len(cpus) * (b[0] - a[0]) / (b[1] - a[1]), len(cpus)
 
 
 def check_idle(device: str, threads: int, clock: str, busy_ok: bool = False) -> None:
@@ -61,6 +78,9 @@ def check_idle(device: str, threads: int, clock: str, busy_ok: bool = False) -> 
     if seen is None:
         return
     idle, n = seen
+    if need > n:
+        raise UserError(f"timing with {threads} threads needs {need} CPUs but this process may use {n}; "
+                        f"accepted: --threads {n} or fewer")
     if idle < need - SLACK_CPUS:
         raise UserError(
             f"the machine is busy: {idle:.1f} of {n} CPUs idle over {WINDOW_S} s, and timing with {threads} "

@@ -59,6 +59,7 @@ class RayActorMap:
 
     def _start(self, ray, run_path, settings: ProxySettings, workers: int | None, device: str) -> None:
         from ..ray_resources import actor_start_timeout_s, require
+        from ..threads import torch_threads
 
         total = ray.cluster_resources()
         gpus = int(total.get("GPU", 0))
@@ -67,7 +68,7 @@ class RayActorMap:
                             "cluster with GPUs (--address)")
         use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
         # an actor reserves as many CPUs as it runs torch threads: actors x threads never exceed the CPUs
-        threads = max(1, int(settings.threads or 1))
+        threads = max(1, int(torch_threads(settings.threads or 1)))  # as the actor will set them (capped)
         if workers is None:
             workers = gpus if use_gpu else max(1, int(total.get("CPU", 1)) // threads)
         if workers < 1:
