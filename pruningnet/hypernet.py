@@ -86,6 +86,9 @@ class _CroppedProduct(torch.autograd.Function):
     def forward(ctx, weight: torch.Tensor, bias: torch.Tensor, h: torch.Tensor, out_chs: int, in_chs: int):
         crop = weight[:out_chs, :in_chs]
         flat = crop.reshape(-1, weight.shape[-1])  # contiguous copy of the crop, as matmul would make
+        dev = weight.device.type
+        if torch.is_autocast_enabled(dev):  # keep (and save) the copy in autocast's dtype, as autograd would
+            flat = flat.to(torch.get_autocast_dtype(dev))
         y = torch.matmul(flat, h).reshape(crop.shape[:-1]) + bias[:out_chs, :in_chs]
         ctx.save_for_backward(flat, h)
         ctx.crop, ctx.shapes = (out_chs, in_chs), (weight.shape, bias.shape, weight.dtype, bias.dtype)

@@ -327,6 +327,19 @@ def test_cropped_backward_gradients_equal_autograds(name):
             (o1, g1), (o2, g2) = res
             assert torch.equal(o1, o2) and g1.keys() == g2.keys() and len(g1) > 10
             assert all(torch.equal(g1[k], g2[k]) for k in g1), [k for k in g1 if not torch.equal(g1[k], g2[k])]
+        res = []  # under bf16 autocast: the same outputs, gradients equal up to bf16 rounding
+        for cropped in (False, True):
+            WeightGenerator.cropped_backward = cropped
+            net.zero_grad(set_to_none=True)
+            torch.manual_seed(1)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = net(x, ch)
+                loss = F.cross_entropy(out, y)
+            loss.backward()
+            res.append((out.detach().float(), {k: p.grad for k, p in net.named_parameters() if p.grad is not None}))
+        (o1, g1), (o2, g2) = res
+        assert torch.equal(o1, o2)
+        assert all(float((g1[k] - g2[k]).norm()) <= 0.02 * float(g1[k].norm()) + 1e-12 for k in g1)
     finally:
         WeightGenerator.cropped_backward = True
 
