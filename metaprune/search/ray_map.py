@@ -2,7 +2,6 @@
 ``toolbox.map`` becomes an ordered actor-pool map."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -43,9 +42,11 @@ class RayActorMap:
                     ray.init(address=address, include_dashboard=False, log_to_driver=False,
                              configure_logging=False)
                 else:
-                    from ..threads import local_cpus
+                    from ..threads import available_cores, local_cpus
 
-                    ray.init(num_cpus=local_cpus(max(workers or 1, os.cpu_count() or 1)), include_dashboard=False,
+                    # the machine's CPUs (or the cap), never inflated by --workers: more actors x
+                    # threads than CPUs is refused below instead of oversubscribing the cores
+                    ray.init(num_cpus=local_cpus(available_cores()), include_dashboard=False,
                              log_to_driver=False, configure_logging=False)
             except ConnectionError as e:
                 raise UserError(f"--address {address!r}: cannot reach a Ray cluster ({e})") from None
