@@ -30,6 +30,31 @@ SPACES = {
 }
 
 
+def random_vectors(space, n: int, seed: int) -> np.ndarray:
+    """``n`` channel vectors (rows, in unit order), every unit uniform over its choices."""
+    rng = np.random.default_rng(seed)
+    return np.array([[int(rng.choice(u.choices)) for u in space.units] for _ in range(n)])
+
+
+def measure_rounds(space, X: np.ndarray, table: LatencyTable, rounds: int, device: str = "cpu",
+                   batch: int = 1, threads: int | None = None) -> np.ndarray:
+    """End-to-end ms of each vector's built model, ``rounds`` x len(X); rounds spread each vector's
+    timing over the run (interleaved), so a burst of load hits one round of each model."""
+    models = [build_model(make_spec(space, dict(zip(space.unit_names, (int(v) for v in row))))) for row in X]
+    opts = space.options
+    ms = np.zeros((rounds, len(models)))
+    for r in range(rounds):
+        for i, model in enumerate(models):
+            ms[r, i] = measure_model_ms(model, opts["input_size"], opts["in_channels"], device, batch, threads,
+                                        table.model_timing())
+    return ms
+
+
+def round_spread_pct(rounds_ms: np.ndarray) -> float:
+    """Mean (max - min) / median of each vector's rounds, in percent."""
+    return round(float(np.mean((rounds_ms.max(0) - rounds_ms.min(0)) / np.median(rounds_ms, axis=0)) * 100), 1)
+
+
 def mape_of(table: LatencyTable, space, X: np.ndarray, measured: np.ndarray) -> dict:
     pred = table.predict_ms(space, X)
     err = 100 * (pred / measured - 1)
@@ -60,18 +85,12 @@ def run(label: str, threads: int, vectors: int, seed: int, grid_steps: list[int]
                                    "entries": len(tables[step].entries)}
             print(f"[{label}] grid step {step}: built {out['builds'][step]['entries']} entries in "
                   f"{out['builds'][step]['seconds']} s", flush=True)
-    rng = np.random.default_rng(seed)
-    X = np.array([[int(rng.choice(u.choices)) for u in space.units] for _ in range(vectors)])
-    models = [build_model(make_spec(space, dict(zip(space.unit_names, (int(v) for v in row))))) for row in X]
+    X = random_vectors(space, vectors, seed)
     t0 = time.perf_counter()
-    rounds_ms = np.zeros((rounds, vectors))
-    for r in range(rounds):  # rounds spread each vector's timing over the run: bursts of load average out
-        for i, model in enumerate(models):
-            rounds_ms[r, i] = measure_model_ms(model, space.options["input_size"], space.options["in_channels"],
-                                               "cpu", 1, threads, tables[grid_steps[0]].model_timing())
+    rounds_ms = measure_rounds(space, X, tables[grid_steps[0]], rounds, threads=threads)
     out["measure_seconds"] = round(time.perf_counter() - t0, 1)
     measured = np.median(rounds_ms, axis=0)
-    out["round_spread_pct"] = round(float(np.mean((rounds_ms.max(0) - rounds_ms.min(0)) / measured) * 100), 1)
+    out["round_spread_pct"] = round_spread_pct(rounds_ms)
     out["measured_ms"] = [round(float(m), 3) for m in measured]
     out["results"] = {step: mape_of(tables[step], space, X, measured) for step in grid_steps}
     out["loadavg_before"] = [round(x, 2) for x in load_before]

@@ -32,6 +32,7 @@ steps) so CI runs it in seconds and the script cannot rot. Run on a GPU machine 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import random
@@ -50,7 +51,7 @@ from pruningnet import build_model, get_space, make_spec  # noqa: E402
 from pruningnet.bn import recalibrate_bn  # noqa: E402
 from pruningnet.hypernet import PruningNet  # noqa: E402
 
-from metaprune.latency import TimingConfig, build_table, measure_model_ms, space_key  # noqa: E402
+from metaprune.latency import TimingConfig, build_table  # noqa: E402
 from metaprune.precision import Precision  # noqa: E402
 
 
@@ -104,8 +105,7 @@ def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int, pool: 
     opt = _sgd(net.parameters())
     x, y = _batch(batch, size, space.options["num_classes"], dev)
     rng = random.Random(0)
-    vectors = [_vector(space, rng) for _ in range(pool)]
-    turn = iter(range(10**9))
+    seen = itertools.cycle([_vector(space, rng) for _ in range(pool)])
 
     def meta(ch=None) -> None:
         loss = F.cross_entropy(net(x, ch or _vector(space, rng)), y)
@@ -114,7 +114,7 @@ def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int, pool: 
         opt.step()
 
     meta_ms = _times_ms(meta, dev, warmup, steps)
-    pool_ms = _times_ms(lambda: meta(vectors[next(turn) % pool]), dev, pool, steps)
+    pool_ms = _times_ms(lambda: meta(next(seen)), dev, pool, steps)
     gen_params = sum(p.numel() for p in net.parameters())
     del net, opt
     static = build_model(make_spec(space, space.max_channels())).to(dev).train()
@@ -216,36 +216,26 @@ def scratch_throughput(space, batch: int, size: int, dev, warmup: int, steps: in
 
 def latency_mape(space, dev, batch: int, vectors: int, grid_step: int, timing: TimingConfig,
                  rounds: int, tmp: Path) -> dict:
-    """Build a table on ``dev`` and compare its predictions with end-to-end timings of built models."""
+    """Build a table on ``dev`` and compare its predictions with end-to-end timings of built models
+    (``bench_latency.py``'s vectors, interleaved rounds and MAPE)."""
     import numpy as np
+    from bench_latency import mape_of, measure_rounds, random_vectors, round_spread_pct
 
     t0 = time.perf_counter()
     table = build_table(space, device=dev.type, batch_size=batch, grid_step=grid_step, timing=timing,
                         path=tmp / f"latency_{space.name}_b{batch}.json")
     build_s = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
-    X = np.array([[int(rng.choice(u.choices)) for u in space.units] for _ in range(vectors)])
-    models = [build_model(make_spec(space, dict(zip(space.unit_names, (int(v) for v in row))))).to(dev)
-              for row in X]
-    opts = space.options
-    ms = np.zeros((rounds, vectors))
-    for r in range(rounds):  # interleaved rounds, median: a burst of noise hits one round of each model
-        for i, model in enumerate(models):
-            ms[r, i] = measure_model_ms(model, opts["input_size"], opts["in_channels"], dev.type, batch,
-                                        None, table.model_timing())
+    X = random_vectors(space, vectors, 0)
+    ms = measure_rounds(space, X, table, rounds, dev.type, batch)
     measured = np.median(ms, axis=0)
-    pred = table.predict_ms(space, X)
-    overhead = table.overheads[space_key(space)]["ms"]
-    err = 100 * (pred / measured - 1)
-    raw = 100 * ((pred - overhead) / measured - 1)
-    return {"batch": batch, "input": opts["input_size"], "grid_step": grid_step, "vectors": vectors,
+    m = mape_of(table, space, X, measured)
+    return {"batch": batch, "input": space.options["input_size"], "grid_step": grid_step, "vectors": vectors,
             "build_s": round(build_s, 1), "entries": len(table.entries),
-            "mape_pct": round(float(np.mean(np.abs(err))), 2), "bias_pct": round(float(np.mean(err)), 2),
-            "max_abs_pct": round(float(np.max(np.abs(err))), 2),
-            "mape_sum_of_entries_alone_pct": round(float(np.mean(np.abs(raw))), 2),
-            "overhead_ms": round(float(overhead), 4),
+            **{k: m[k] for k in ("mape_pct", "bias_pct", "max_abs_pct")},
+            "mape_sum_of_entries_alone_pct": m["mape_without_calibration_pct"],
+            "overhead_ms": round(float(m["overhead_ms"]), 4),
             "measured_ms_range": [round(float(measured.min()), 3), round(float(measured.max()), 3)],
-            "round_spread_pct": round(float(np.mean((ms.max(0) - ms.min(0)) / measured) * 100), 1)}
+            "round_spread_pct": round_spread_pct(ms)}
 
 
 def meta_train_cli(dev, amp: str, max_steps: int | None, tmp: Path) -> dict:

@@ -51,7 +51,9 @@ def generate(net: PruningNet, channels: Mapping[str, int], data: DataSplits, bn_
     float rounding (up to 2 of 500 images in that benchmark)."""
     device = _device(net)
     model = net.generate(channels)
-    if channels_last if channels_last is not None else device.type == "cpu":
+    if channels_last is None:
+        channels_last = device.type == "cpu"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if batches is None:
         batches = _draw_bn_batches(data, bn_batches, batch_size, seed, device)

@@ -268,6 +268,10 @@ def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
     return bool(ok.item())
 
 
+_FUSED_DEVICES = ("cpu", "cuda")
+_BUILD_FLAGS = ("fused", "foreach")
+
+
 def _optimizer(net: torch.nn.Module, tc) -> torch.optim.Optimizer:
     """SGD with momentum (MetaPruning's) or AdamW, with torch's fused kernel where the device has one.
 
@@ -282,10 +286,6 @@ def _optimizer(net: torch.nn.Module, tc) -> torch.optim.Optimizer:
     # torch checks a fused kernel's device only at the first step: use it where it is known to exist
     fused = all(p.device.type in _FUSED_DEVICES and p.dtype.is_floating_point for p in params)
     return cls(params, lr=tc.lr, fused=True, **kw) if fused else cls(params, lr=tc.lr, **kw)
-
-
-_FUSED_DEVICES = ("cpu", "cuda")
-_BUILD_FLAGS = ("fused", "foreach")
 
 
 def _load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:

@@ -2,8 +2,8 @@
 
 On a busy machine, wall-clock timings of small layers with several torch threads are dominated by
 threads waiting for a core: a table built so once predicted 1,546 ms for a network that runs in
-11.8 ms. Before the CLI times anything with the wall clock, it reads how many CPUs were idle over a
-short window (``/proc/stat``, the whole machine) and refuses, with the flags that do work, when fewer
+11.8 ms. Before the CLI times anything with the wall clock, it reads how many of this process's CPUs
+were idle over a short window (``/proc/stat``) and refuses, with the flags that do work, when fewer
 are idle than the timing needs. ``--clock cpu`` (the timing thread's CPU time, one thread) is robust
 to other processes and is never refused. Where ``/proc/stat`` is unreadable (not Linux) nothing is
 checked.
@@ -49,12 +49,10 @@ def idle_cpus(window_s: float = WINDOW_S, stat: Path = Path("/proc/stat")) -> tu
 
     Only the CPUs of this process's affinity mask count (a container or ``taskset`` may give it fewer
     than the machine has)."""
-    from ..threads import available_cores
-
     try:
         cpus = set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = set(range(available_cores()))
+    except (AttributeError, OSError):  # not Linux: no /proc/stat either
+        return None
     a = _cpu_times(stat, cpus)
     if a is None:
         return None

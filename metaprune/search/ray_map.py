@@ -69,7 +69,7 @@ class RayActorMap:
                             "cluster with GPUs (--address)")
         use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
         # an actor reserves as many CPUs as it runs torch threads: actors x threads never exceed the CPUs
-        threads = max(1, int(torch_threads(settings.threads or 1)))  # as the actor will set them (capped)
+        threads = torch_threads(settings.threads or 1)  # as the actor will set them (capped)
         if workers is None:
             workers = gpus if use_gpu else max(1, int(total.get("CPU", 1)) // threads)
         if workers < 1:
