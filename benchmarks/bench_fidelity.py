@@ -1,7 +1,7 @@
 """Proxy fidelity: does the PruningNet's ranking predict scratch-trained accuracy, beyond MACs?
 
 Samples ``--n-space`` vectors across the space (stratified: one per equal-width MACs bin) and
-``--n-band`` more inside one +-10% MACs band, scores each with the run's PruningNet (proxy top-1 on the whole search split, BN re-estimated),
+``--n-band`` more inside one MACs band (``--band-width``, +-10% by default), scores each with the run's PruningNet (proxy top-1 on the whole search split, BN re-estimated),
 trains each from scratch with one recipe as Ray Tune trials, and reports Kendall's tau of proxy vs
 scratch test top-1 over all vectors and within the band, next to the tau of MACs alone.
 
@@ -45,9 +45,9 @@ def _level_draws(units, rng, k: int) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def sample(space, rng, n_space: int, n_band: int, band_center: float):
+def sample(space, rng, n_space: int, n_band: int, band_center: float, band_width: float = 0.1):
     """``n_space`` vectors stratified over MACs (one per equal-width MACs bin between the narrowest
-    and the widest network) and ``n_band`` uniform draws inside +-10% of one MACs value."""
+    and the widest network) and ``n_band`` uniform draws inside +-``band_width`` of one MACs value."""
     cm = cost_model(space)
     units = space.units
     lo_macs, hi_macs = int(cm.macs(space.min_channels())[0]), int(cm.macs(space.max_channels())[0])
@@ -63,7 +63,7 @@ def sample(space, rng, n_space: int, n_band: int, band_center: float):
     band = []
     for _ in range(200):  # capped: 200 x 2,000 draws
         draws = _uniform_draws(units, rng, 2000)
-        band.extend(draws[np.abs(cm.macs(draws) - center) <= 0.1 * center])
+        band.extend(draws[np.abs(cm.macs(draws) - center) <= band_width * center])
         if len(band) >= n_band:
             break
     return np.array(spread), np.array(band[:n_band]), center
@@ -110,7 +110,8 @@ def plot(res: dict, path: str) -> None:
             x = [r[key] / 1e6 if key == "macs" else 100 * r[key] for r in g]
             y = [100 * r["test_top1"] for r in g]
             yerr = [100 * r.get("test_top1_std", 0.0) for r in g]
-            name = ("across the space" if group == "space" else f"+-10% of {res['band_center_macs'] / 1e6:.1f}M MACs")
+            width = round(100 * res.get("band_width", 0.1))
+            name = ("across the space" if group == "space" else f"+-{width}% of {res['band_center_macs'] / 1e6:.1f}M MACs")
             ax.errorbar(x, y, yerr=yerr, fmt=marker, color=color, label=name, capsize=2, ms=5)
         t_all, t_band = res[f"tau_{key.split('_')[0]}_all"], res[f"tau_{key.split('_')[0]}_band"]
         ax.set_title(f"tau all {t_all[0]:+.2f} (p {t_all[1]:.2f}); band {t_band[0]:+.2f} (p {t_band[1]:.2f})",
@@ -174,10 +175,13 @@ def main() -> None:
     ap.add_argument("--n-space", type=int, default=16)
     ap.add_argument("--n-band", type=int, default=8)
     ap.add_argument("--band-center", type=float, default=0.5, help="fraction of the MACs range")
+    ap.add_argument("--band-width", type=float, default=0.1, help="half-width of the band, fraction of its MACs")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--images", type=int, default=3500, help="training images per trial (0: all)")
     ap.add_argument("--test-images", type=int, default=1000, help="test images per trial (0: all)")
     ap.add_argument("--recipe", default="smoke", help="scratch recipe name or YAML (configs/train/)")
+    ap.add_argument("--warmup-epochs", type=float, default=None, help="override the recipe's warm-up (epochs)")
+    ap.add_argument("--augment", action="store_true", help="turn on the recipe's augmentation (shifts)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=2, help="scratch seeds per vector (top-1 averaged)")
     ap.add_argument("--json", default=None)
@@ -196,7 +200,7 @@ def main() -> None:
     run = open_run(args.run)
     space, data = run.space, run.load_data()
     rng = np.random.default_rng(args.seed)
-    spread, band, center = sample(space, rng, args.n_space, args.n_band, args.band_center)
+    spread, band, center = sample(space, rng, args.n_space, args.n_band, args.band_center, args.band_width)
     net = run.load_pruningnet()
     ec = run.config.eval
     batches = bn_batches(data, ec.bn_batches, ec.batch_size, run.seed, "cpu")
@@ -213,8 +217,12 @@ def main() -> None:
     if args.rescore:
         rescore(args, cands, channels)
         return
-    cfg = load_train_config(args.recipe, {"recipe.max_train_images": args.images or None,
-                                          "recipe.max_test_images": args.test_images or None}, run_dir=args.run)
+    overrides = {"recipe.max_train_images": args.images or None, "recipe.max_test_images": args.test_images or None}
+    if args.warmup_epochs is not None:
+        overrides["recipe.warmup_epochs"] = args.warmup_epochs
+    if args.augment:
+        overrides["recipe.augment"] = True
+    cfg = load_train_config(args.recipe, overrides, run_dir=args.run)
     trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)
     sd = scratch_data(data, cfg.recipe, cfg.seed)
@@ -230,8 +238,10 @@ def main() -> None:
              "test_top1_std": float(np.std(per_seed[c.name], ddof=1)) if len(per_seed.get(c.name, [])) > 1 else 0.0,
              "test_top1_per_seed": per_seed.get(c.name, [])} for c in cands]
     res = {"run": args.run, "proxy_run": args.run, "seed": args.seed, "epochs": args.epochs,
-           "images": args.images, "seeds": args.seeds,
+           "images": args.images, "seeds": args.seeds, "warmup_epochs": cfg.recipe.warmup_epochs,
+           "augment": cfg.recipe.augment,
            "sampling": "space: one per equal-width MACs bin; band: uniform draws", "band_center_macs": int(center),
+           "band_width": args.band_width,
            **_tau_fields(rows), "wall_s": round(time.time() - t0, 1), "rows": rows}
     res.update(diagnostics(res))
     _emit(res, args)

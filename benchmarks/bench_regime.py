@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--fraction", type=float, default=0.3)
     ap.add_argument("--lr", type=float, default=None, help="override the smoke recipe's lr")
+    ap.add_argument("--warmup-epochs", type=float, default=None, help="override the recipe's warm-up (epochs)")
+    ap.add_argument("--augment", action="store_true", help="turn on the recipe's augmentation (shifts)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -64,6 +66,10 @@ def main() -> None:
     overrides = {"recipe.max_train_images": args.train_images, "recipe.max_test_images": args.test_images}
     if args.lr is not None:
         overrides["recipe.lr"] = args.lr
+    if args.warmup_epochs is not None:
+        overrides["recipe.warmup_epochs"] = args.warmup_epochs
+    if args.augment:
+        overrides["recipe.augment"] = True
     cfg = load_train_config("smoke", overrides, run_dir=run_dir)
     trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)
@@ -83,6 +89,7 @@ def main() -> None:
     spread = max(rows["full"]["std"], rows["baseline"]["std"])
     qualifies = gap >= 0.03 and spread <= gap / 3
     report = {"name": args.name, "width_mult": args.width_mult, "epochs": args.epochs, "lr": cfg.recipe.lr,
+              "warmup_epochs": cfg.recipe.warmup_epochs, "augment": cfg.recipe.augment,
               "train_images": args.train_images, "test_images": args.test_images, "seeds": args.seeds,
               "full_macs": full_macs, "rows": rows, "gap": gap, "max_std": spread, "qualifies": qualifies,
               "wall_s": round(time.time() - t0, 1)}

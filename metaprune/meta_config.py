@@ -20,6 +20,8 @@ class SpaceConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     hidden: int = 32  # generator hidden width (MetaPruning: 32)
+    # what each generator reads: its layer's [in, out] ratios, or its block's whole vector (MetaPruning)
+    generator_input: Literal["layer", "block"] = "layer"
 
     def validate(self, prefix: str = "") -> None:
         check(self.hidden >= 1, prefix + "hidden", self.hidden, "an integer >= 1")

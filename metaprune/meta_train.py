@@ -135,7 +135,7 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
     channels_last = tc.channels_last == "on" or (tc.channels_last == "auto" and use_cuda)
 
     torch.manual_seed(cfg.seed)
-    net = PruningNet(run.space, hidden=cfg.model.hidden).to(device)
+    net = PruningNet(run.space, hidden=cfg.model.hidden, generator_input=cfg.model.generator_input).to(device)
     model = net
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel

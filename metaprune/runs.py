@@ -96,7 +96,8 @@ class Run:
             raise UserError(f"run {str(self.path)!r} has no trained PruningNet; run "
                             f"`metaprune train-pruningnet --resume {self.path}` to finish it")
         blob = load_weights(f, "PruningNet weights", map_location=device)
-        net = PruningNet(self.space, hidden=self.config.model.hidden)
+        net = PruningNet(self.space, hidden=self.config.model.hidden,
+                         generator_input=self.config.model.generator_input)
         try:
             net.load_state_dict(blob)
         except (RuntimeError, TypeError, AttributeError):

@@ -1,8 +1,11 @@
 """PruningNet: one hypernetwork that emits the weights of any channel vector of a space.
 
-As in MetaPruning, every conv and linear layer has its own generator, FC -> ReLU -> FC, fed that
-layer's own channel ratios (``[in/max_in, out/max_out]``). It emits the full max-size weight, which
-is cropped to ``[:out, :in]``. Biases (squeeze-excitation convs, linears) are shared parameters of
+As in MetaPruning, every conv and linear layer has its own generator, FC -> ReLU -> FC. With
+``generator_input="layer"`` (the default) it is fed that layer's own channel ratios
+(``[in/max_in, out/max_out]``); with ``"block"`` the ratios of every unit its block reads or writes
+(a MobileNetV2 block's ``[in, mid, out]``, MetaPruning's own input), so that a layer's weights can
+depend on the widths around it. It emits the full max-size weight, which is cropped to
+``[:out, :in]``. Biases (squeeze-excitation convs, linears) are shared parameters of
 the max width, cropped likewise. The forward runs the *same* module tree as the static network
 (:class:`pruningnet.build.Builder`), with generated layers in place of plain ones, so the two cannot
 differ in structure. BatchNorm has no affine parameters and normalises with batch
@@ -29,13 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .build import Builder, activation, build_model, weight_name
-from .spaces.ir import Ref, Scaled, Space, resolve
+from .spaces.ir import Ref, Scaled, Space, ref_unit, resolve
 from .spaces.lowering import Layer
 from .spec import make_spec
 
 
 class WeightGenerator(nn.Module):
-    """FC(2 -> hidden) -> ReLU -> FC(hidden -> max weight), cropped to the requested shape.
+    """FC(inputs -> hidden) -> ReLU -> FC(hidden -> max weight), cropped to the requested shape.
 
     The second FC is stored as ``(max_out, max_in, k, k, hidden)`` so a crop is a view and only the
     cropped rows take part in the product. ``cropped_backward`` (a class attribute only so that
@@ -45,9 +48,9 @@ class WeightGenerator(nn.Module):
 
     cropped_backward: bool = True
 
-    def __init__(self, max_out: int, max_in: int, kernel: int, hidden: int, std: float):
+    def __init__(self, max_out: int, max_in: int, kernel: int, hidden: int, std: float, inputs: int = 2):
         super().__init__()
-        self.fc1 = nn.Linear(2, hidden)
+        self.fc1 = nn.Linear(inputs, hidden)
         self.scale = hidden ** -0.5
         self.weight = nn.Parameter(torch.empty(max_out, max_in, kernel, kernel, hidden))
         self.bias = nn.Parameter(torch.empty(max_out, max_in, kernel, kernel))
@@ -114,6 +117,35 @@ def _key(path: str) -> str:
     return path.replace(".", "_")
 
 
+GENERATOR_INPUTS = ("layer", "block")
+
+
+def generator_refs(layers: list[Layer], mode: str) -> list[tuple[Ref, ...]]:
+    """Each weighted layer's generator input as channel refs, one per ratio.
+
+    ``layer``: ``(in, out)`` (a fixed count, like the image's 3 channels, gives a constant 1).
+    ``block``: every unit the layers of its block (module path ``features.N`` or ``classifier``)
+    read or write, in first-use order, once per unit (``2 x unit`` is the unit's ratio again)."""
+    if mode == "layer":
+        return [(layer.in_ch, layer.out_ch) for layer in layers]
+    if mode != "block":
+        raise ValueError(f"generator input {mode!r}; accepted: {', '.join(GENERATOR_INPUTS)}")
+    blocks: dict[str, dict[str, Ref]] = {}
+    for layer in layers:
+        refs = blocks.setdefault(_block_of(layer.path), {})
+        for r in (layer.in_ch, layer.out_ch):
+            unit = ref_unit(r)
+            if unit is not None:
+                refs.setdefault(unit, unit)
+    return [tuple(blocks[_block_of(layer.path)].values()) or (layer.in_ch,) for layer in layers]
+
+
+def _block_of(path: str) -> str:
+    """The block a module path belongs to: ``features.3.body.dw`` -> ``features.3``."""
+    head = path.split(".")
+    return ".".join(head[:2]) if head[0] == "features" else head[0]
+
+
 class _Source:
     """Where generated layers get their weights during one :meth:`PruningNet.forward` (set for the
     call's duration only; nothing about a vector outlives the call)."""
@@ -171,15 +203,17 @@ class PruningNet(nn.Module):
 
     center_classifier: bool = True
 
-    def __init__(self, space: Space, hidden: int = 32):
+    def __init__(self, space: Space, hidden: int = 32, generator_input: str = "layer"):
         super().__init__()
         self.space = space
         self.hidden = hidden
+        self.generator_input = generator_input
         self.generators = nn.ModuleDict()
         self.biases = nn.ParameterDict()
         self._layers = space.weighted_layers()
+        self._inputs = generator_refs(self._layers, generator_input)
         last = self._layers[-1]
-        for layer in self._layers:
+        for layer, refs in zip(self._layers, self._inputs):
             mx_out, mx_in = self._max(layer.out_ch), self._max(layer.in_ch)
             if layer.kind == "linear":
                 std = 0.01  # torchvision's init of a Linear
@@ -187,7 +221,8 @@ class PruningNet(nn.Module):
                 fan = layer.kernel * layer.kernel * (1 if layer.depthwise else mx_out)
                 std = math.sqrt(2.0 / fan)  # torchvision's kaiming fan_out init of the emitted weight
             in_per_group = 1 if layer.depthwise else mx_in
-            self.generators[_key(layer.path)] = WeightGenerator(mx_out, in_per_group, layer.kernel, hidden, std)
+            self.generators[_key(layer.path)] = WeightGenerator(mx_out, in_per_group, layer.kernel, hidden, std,
+                                                                len(refs))
             if layer.bias and layer is not last:
                 self.biases[_key(layer.path)] = nn.Parameter(torch.zeros(mx_out))
         self.fc_bias = nn.Parameter(torch.zeros(self._max(last.out_ch)))  # the classifier's
@@ -203,13 +238,14 @@ class PruningNet(nn.Module):
     def ratio_table(self, channels: Mapping[str, int]) -> dict:
         """Every layer's generator input at once: built on the host and copied to the device in one
         transfer (per-layer tensors would cost one host-to-device copy and sync per layer on a GPU)."""
-        vals = [[resolve(r, channels) / self._max(r) for r in (layer.in_ch, layer.out_ch)]
-                for layer in self._layers]
+        width = max(map(len, self._inputs))  # one rectangular table: rows padded, each read to its length
+        vals = [[resolve(r, channels) / self._max(r) for r in refs] + [0.0] * (width - len(refs))
+                for refs in self._inputs]
         table = torch.tensor(vals, dtype=self.fc_bias.dtype)
         device = self.fc_bias.device
         if device.type != "cpu":
             table = table.pin_memory().to(device, non_blocking=True)
-        return {layer.path: table[i] for i, layer in enumerate(self._layers)}
+        return {layer.path: table[i, :len(refs)] for i, (layer, refs) in enumerate(zip(self._layers, self._inputs))}
 
     def layer_weight(self, layer: Layer, channels: Mapping[str, int], ratios: dict
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -28,11 +28,12 @@ TINY = ["--set", "data.name=synthetic", "--set", "space.options.width_mult=0.25"
     ("mobilenet_v3_small", {"width_mult": 0.5, "small_input": True}),
     ("shufflenet_v2", {"width_mult": 0.5, "small_input": True}),
 ])
-def test_forward_equals_generated_static_network(name, opts):
+@pytest.mark.parametrize("generator_input", ["layer", "block"])
+def test_forward_equals_generated_static_network(name, opts, generator_input):
     """PruningNet(x, channels) and generate(channels) compute the same function."""
     sp = get_space(name, input_size=32, in_channels=3, num_classes=10, **opts)
     torch.manual_seed(0)
-    net = PruningNet(sp, hidden=8)
+    net = PruningNet(sp, hidden=8, generator_input=generator_input)
     rng = np.random.default_rng(0)
     x = torch.randn(16, 3, 32, 32)
     for _ in range(3):
@@ -74,6 +75,50 @@ def test_vector_is_an_argument_not_state():
     with torch.no_grad():
         a1, b, a2 = net(x, lo), net(x, hi), net(x, lo)
     assert torch.equal(a1, a2) and not torch.allclose(a1, b)
+
+
+def test_block_input_feeds_every_generator_its_blocks_whole_vector():
+    """MetaPruning's generator input: an inverted-residual block's layers all read [in, mid, out], so
+    a layer's weights change with a width it does not have (the block's output), which the per-layer
+    input cannot express."""
+    from pruningnet.hypernet import generator_refs
+
+    sp = get_space("mobilenet_v2", width_mult=0.35, small_input=True, input_size=32, num_classes=10)
+    layers = sp.weighted_layers()
+    expand = next(i for i, layer in enumerate(layers) if layer.path == "features.2.body.expand")
+    block = generator_refs(layers, "block")
+    assert block[expand] == block[expand + 1] == block[expand + 2] == ("stage1", "stage2.0.expand", "stage2")
+    assert generator_refs(layers, "layer")[expand] == ("stage1", "stage2.0.expand")
+    assert all(len(r) >= 1 for r in block)
+    with pytest.raises(ValueError, match="accepted: layer, block"):
+        generator_refs(layers, "network")
+
+    ch = sp.max_channels()
+    narrow_out = dict(ch, stage2=min(sp.unit("stage2").choices))
+    for mode, moves in (("layer", False), ("block", True)):
+        torch.manual_seed(0)
+        net = PruningNet(sp, hidden=4, generator_input=mode)
+        with torch.no_grad():
+            a = net.generate_weights(ch)["features.2.body.expand.conv.weight"]
+            b = net.generate_weights(narrow_out)["features.2.body.expand.conv.weight"]
+        assert a.shape == b.shape and (not torch.equal(a, b)) == moves, mode
+
+
+def test_block_input_run_trains_saves_and_loads(tmp_path, cli):
+    """``model.generator_input=block`` goes into the run's config; its weights load back into the
+    same kind of PruningNet and score a candidate."""
+    run = tmp_path / "block"
+    code, _, err = _train(cli, str(run), *TINY, "--set", "model.generator_input=block",
+                          "--set", "train.max_steps=2")
+    assert code == 0, err
+    from metaprune.runs import open_run
+
+    r = open_run(run)
+    assert r.config.model.generator_input == "block"
+    net = r.load_pruningnet()
+    assert net.generator_input == "block" and net.generators["features_2_body_expand"].fc1.in_features == 3
+    code, _, err = _train(cli, str(tmp_path / "bad"), *TINY, "--set", "model.generator_input=network")
+    assert code == 2 and "model.generator_input='network'" in err and len(err.strip().splitlines()) == 1
 
 
 def _train(cli, run_dir, *extra):
