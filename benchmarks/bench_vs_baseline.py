@@ -86,6 +86,16 @@ def summarize(results: list[dict], proxies: dict[str, dict]) -> dict:
     return rows
 
 
+def recipe_sets(args) -> list[str]:
+    """The recipe overrides beyond images, as ``--set key=value`` arguments."""
+    out = []
+    if args.warmup_epochs is not None:
+        out += ["--set", f"recipe.warmup_epochs={args.warmup_epochs}"]
+    if args.augment:
+        out += ["--set", "recipe.augment=true"]
+    return out
+
+
 def train_full(src: Path, out: Path, args) -> Path:
     """The full-width network with the same recipe and seeds: the ceiling both arms are pruned from."""
     from metaprune.training.loop import scratch_data
@@ -102,8 +112,12 @@ def train_full(src: Path, out: Path, args) -> Path:
     space, cm = r.space, cost_model(r.space)
     ch = space.max_channels()
     cand = Candidate("full", "full", make_spec(space, ch), int(cm.macs(ch)[0]), int(cm.params(ch)[0]))
-    cfg = load_train_config("smoke", {"recipe.max_train_images": args.train_images,
-                                      "recipe.max_test_images": args.test_images}, run_dir=run)
+    overrides = {"recipe.max_train_images": args.train_images, "recipe.max_test_images": args.test_images}
+    if args.warmup_epochs is not None:
+        overrides["recipe.warmup_epochs"] = args.warmup_epochs
+    if args.augment:
+        overrides["recipe.augment"] = True
+    cfg = load_train_config("smoke", overrides, run_dir=run)
     trials = trial_configs([cand], cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)
     outcomes = run_trials((run / "train" / "ray").resolve(), "full", trials,
@@ -122,6 +136,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--train-images", type=int, default=3500)
     ap.add_argument("--test-images", type=int, default=1000)
+    ap.add_argument("--warmup-epochs", type=float, default=None, help="override the recipe's warm-up (epochs)")
+    ap.add_argument("--augment", action="store_true", help="turn on the recipe's augmentation (shifts)")
     ap.add_argument("--full-reference", action="store_true",
                     help="also train the full-width network with the same recipe and seeds")
     ap.add_argument("--json", default=None)
@@ -131,7 +147,8 @@ def main() -> None:
     space = open_run(src).space
     full = int(cost_model(space).macs(space.max_channels())[0])
     report = {"run": str(src), "full_macs": full, "seeds": args.seeds, "epochs": args.epochs,
-              "train_images": args.train_images, "test_images": args.test_images, "budgets": []}
+              "train_images": args.train_images, "test_images": args.test_images,
+              "warmup_epochs": args.warmup_epochs, "augment": args.augment, "budgets": []}
     for frac in (float(f) for f in args.fractions.split(",")):
         budget = int(full * frac)
         run = derived_run(src, Path(args.out) / f"macs-{round(frac * 100)}pct")
@@ -145,7 +162,7 @@ def main() -> None:
             step(["train", str(run), "--spec", str(best), "--recipe", "smoke", "--quiet",
                   "--seeds", str(args.seeds), "--epochs", str(args.epochs),
                   "--set", f"recipe.max_train_images={args.train_images}",
-                  "--set", f"recipe.max_test_images={args.test_images}"])
+                  "--set", f"recipe.max_test_images={args.test_images}", *recipe_sets(args)])
         results = read_results(run)
         rows = summarize(results, proxy_scores(run, results, args.search_config))
         report["budgets"].append({"fraction": frac, "max_macs": budget, "wall_s": round(time.time() - tb, 1),
