@@ -154,13 +154,16 @@ def rescore(args, cands, channels) -> None:
     """Replace the proxies of a saved result by this run's (the scratch side does not depend on the
     PruningNet); refuses unless the re-drawn vectors are the saved ones (same names and MACs)."""
     res = json.loads(Path(args.rescore).read_text())
+    if len(res["rows"]) != len(cands):
+        raise SystemExit(f"--rescore: {len(res['rows'])} saved vectors, {len(cands)} re-drawn; use the saved run's "
+                         "--seed/--n-space/--n-band/--band-center/--band-width")
     by_name = {c.name: c for c in cands}
     for r in res["rows"]:
         c = by_name.get(r["name"])
         if c is None or c.macs != r["macs"] or r.get("channels", channels[c.name]) != channels[c.name]:
             raise SystemExit(f"--rescore: vector {r['name']} does not match the saved one "
                              f"(MACs {r['macs']} saved, {c.macs if c else None} re-drawn); use the saved run's "
-                             "--seed/--n-space/--n-band/--band-center")
+                             "--seed/--n-space/--n-band/--band-center/--band-width")
         r["proxy_top1_before"] = r["proxy_top1"]
         r["proxy_top1"], r["channels"] = c.proxy_top1, channels[c.name]
     res["proxy_run_before"], res["proxy_run"] = res.get("proxy_run", res["run"]), args.run

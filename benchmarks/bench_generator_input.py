@@ -75,6 +75,13 @@ def main() -> None:
     seeds = [int(s) for s in args.meta_seeds.split(",")]
     arms = args.arms.split(",")
     assert arms[0] == "LU", "the first arm is the default, LU: its first run carries the scratch side"
+    setting = {"width_mult": args.width_mult, "epochs": args.epochs, "images": args.images,
+               "warmup_epochs": args.warmup_epochs, "augment": args.augment, "scratch_seeds": args.scratch_seeds,
+               "meta_seeds": seeds, "n_space": args.n_space, "n_band": args.n_band, "band_width": args.band_width}
+    saved = out / "setting.json"  # runs and results under --out are reused only for the same setting
+    if saved.is_file() and json.loads(saved.read_text()) != setting:
+        raise SystemExit(f"{out} holds results of another setting ({saved}); use a new --out")
+    saved.write_text(json.dumps(setting, indent=1))
 
     runs, walls = {}, {}
     lu_steps = None
@@ -126,10 +133,7 @@ def main() -> None:
     lu = table["LU"]
     better = [a for a in arms[1:] if table[a]["tau_all"] > lu["tau_all"] and table[a]["tau_band"] > lu["tau_band"]]
     keep = max(better, key=lambda a: table[a]["tau_all"] + table[a]["tau_band"]) if better else "LU"
-    report = {"setting": {"width_mult": args.width_mult, "epochs": args.epochs, "images": args.images,
-                          "warmup_epochs": args.warmup_epochs, "augment": args.augment,
-                          "scratch_seeds": args.scratch_seeds, "meta_seeds": seeds, "n_space": args.n_space,
-                          "n_band": args.n_band, "band_width": args.band_width},
+    report = {"setting": setting,
               "tau_macs_all": base["tau_macs_all"], "tau_macs_band": base["tau_macs_band"],
               "tau_seed0_vs_seed1_all": base.get("tau_seed0_vs_seed1_all"),
               "tau_seed0_vs_seed1_band": base.get("tau_seed0_vs_seed1_band"),

@@ -251,7 +251,7 @@ def main() -> None:
               f"{r['protocol224']['channels_last_s']:.2f} s")
     if "eval" in parts:
         torch.manual_seed(0)
-        net = PruningNet(space, cfg.model.hidden).eval()
+        net = PruningNet(space, cfg.model.hidden, cfg.model.generator_input).eval()
         ch = space.uniform_channels(0.75)
         batches = bn_batches(data, cfg.eval.bn_batches, cfg.eval.batch_size, 0, "cpu")
         t = time.perf_counter()

@@ -41,7 +41,7 @@ set_torch_threads(2)  # what the config asks for; the environment's cap wins
 cfg = load_config(MetaTrainConfig, sys.argv[1])
 sp = get_space(cfg.space.name, **{**cfg.space.options, "input_size": 28, "in_channels": 1, "num_classes": 10})
 torch.manual_seed(0)
-net = PruningNet(sp, cfg.model.hidden).train()
+net = PruningNet(sp, cfg.model.hidden, cfg.model.generator_input).train()
 opt = _optimizer(net, cfg.train)
 x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
 rng = np.random.default_rng(0)

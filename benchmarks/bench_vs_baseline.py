@@ -148,7 +148,8 @@ def main() -> None:
     full = int(cost_model(space).macs(space.max_channels())[0])
     report = {"run": str(src), "full_macs": full, "seeds": args.seeds, "epochs": args.epochs,
               "train_images": args.train_images, "test_images": args.test_images,
-              "warmup_epochs": args.warmup_epochs, "augment": args.augment, "budgets": []}
+              "warmup_epochs": args.warmup_epochs if args.warmup_epochs is not None else "the smoke recipe's",
+              "augment": args.augment, "budgets": []}
     for frac in (float(f) for f in args.fractions.split(",")):
         budget = int(full * frac)
         run = derived_run(src, Path(args.out) / f"macs-{round(frac * 100)}pct")

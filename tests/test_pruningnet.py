@@ -89,7 +89,6 @@ def test_block_input_feeds_every_generator_its_blocks_whole_vector():
     block = generator_refs(layers, "block")
     assert block[expand] == block[expand + 1] == block[expand + 2] == ("stage1", "stage2.0.expand", "stage2")
     assert generator_refs(layers, "layer")[expand] == ("stage1", "stage2.0.expand")
-    assert all(len(r) >= 1 for r in block)
     with pytest.raises(ValueError, match="accepted: layer, block"):
         generator_refs(layers, "network")
 
@@ -102,6 +101,36 @@ def test_block_input_feeds_every_generator_its_blocks_whole_vector():
             a = net.generate_weights(ch)["features.2.body.expand.conv.weight"]
             b = net.generate_weights(narrow_out)["features.2.body.expand.conv.weight"]
         assert a.shape == b.shape and (not torch.equal(a, b)) == moves, mode
+
+
+@pytest.mark.parametrize("name, path, refs", [
+    ("resnet50", "features.2.shortcut", ("stem", "layer1.0.mid", "layer1")),  # the downsample joins its block
+    ("shufflenet_v2", "features.2.branch1.pw", ("stem", "stage2", "stage2.0.mid")),  # both branches, 2 x stage2 once
+    ("mobilenet_v3_small", "features.1.body.se.fc2", ("stem", "block1.se", "stage1")),
+    ("mobilenet_v3_small", "classifier.fc", ("last", "hidden")),
+    ("mobilenet_v2", "features.0", ("stem",)),
+])
+def test_block_input_groups_every_space_by_block(name, path, refs):
+    from pruningnet.hypernet import generator_refs
+
+    layers = get_space(name).weighted_layers()
+    got = dict(zip((layer.path for layer in layers), generator_refs(layers, "block")))
+    assert got[path] == refs
+
+
+def test_layer_input_is_the_layers_own_ratios_as_before():
+    """The default keeps the generator input that older runs' checkpoints were trained with: a
+    2-input fc1 fed ``[in/max_in, out/max_out]`` (fixed counts give 1)."""
+    sp = get_space("mobilenet_v2", width_mult=0.35, small_input=True, input_size=32, num_classes=10)
+    net = PruningNet(sp, hidden=4)
+    assert net.generator_input == "layer"
+    assert all(g.fc1.in_features == 2 for g in net.generators.values())
+    ch = sp.uniform_channels(0.5)
+    table = net.ratio_table(ch)
+    mx = sp.max_channels()
+    for layer in sp.weighted_layers():
+        want = [ch[r] / mx[r] if isinstance(r, str) else 1.0 for r in (layer.in_ch, layer.out_ch)]
+        assert table[layer.path].tolist() == pytest.approx(want), layer.path
 
 
 def test_block_input_run_trains_saves_and_loads(tmp_path, cli):
