@@ -8,7 +8,10 @@ LS and BS (sandwich sampling: max, min and one random vector per step, for a thi
 that every arm makes the same number of forward/backward passes). The vectors are trained from
 scratch once (``bench_fidelity.py`` on the first LU run); every other PruningNet only re-scores them
 (``bench_fidelity.py --rescore``). Reports Kendall's tau of proxy vs scratch top-1 per arm and seed,
-over all vectors and inside the band, and applies the pre-registered rule.
+over all vectors and inside the band, and applies the pre-registered rule (to BU, LS and BS only).
+LSE and BSE (``--arms LU,LSE,BSE`` on the same ``--out``: LU's runs and the scratch side are reused)
+are sandwich arms for as many steps as LU, added after the pre-registered result to tell whether
+sandwich ranked worse because it trained less.
 
 Run by hand, e.g. in D's setting::
 
@@ -28,8 +31,12 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ARMS = {"LU": ("layer", "uniform"), "BU": ("block", "uniform"), "LS": ("layer", "sandwich"),
-        "BS": ("block", "sandwich")}
+# arm: generator input, sampling, steps as a fraction of LU's (sandwich makes 3 passes per step)
+ARMS = {"LU": ("layer", "uniform", 1), "BU": ("block", "uniform", 1), "LS": ("layer", "sandwich", 1 / 3),
+        "BS": ("block", "sandwich", 1 / 3),
+        # not pre-registered: sandwich for as many steps as LU (3x its passes), to tell less training from
+        # the sampling itself
+        "LSE": ("layer", "sandwich", 1), "BSE": ("block", "sandwich", 1)}
 
 
 def sh(*cmd: str) -> None:
@@ -41,7 +48,7 @@ def meta_train(out: Path, arm: str, seed: int, width: float, max_steps: int | No
     run = out / f"{arm}-{seed}"
     if (run / "pruningnet.pt").is_file():
         return run
-    gen_input, sampling = ARMS[arm]
+    gen_input, sampling, _ = ARMS[arm]
     cmd = [sys.executable, "-m", "metaprune", "train-pruningnet", "-c", "quickstart", "--run-dir", str(run),
            "--quiet", "--set", f"seed={seed}", "--set", f"space.options.width_mult={width}",
            "--set", f"model.generator_input={gen_input}", "--set", f"train.sampling={sampling}"]
@@ -87,7 +94,7 @@ def main() -> None:
     lu_steps = None
     for arm in arms:
         for seed in seeds:
-            steps = None if ARMS[arm][1] == "uniform" else math.ceil(lu_steps / 3)
+            steps = None if ARMS[arm][2] == 1 else math.ceil(lu_steps * ARMS[arm][2])
             t = time.time()
             run = meta_train(out, arm, seed, args.width_mult, steps)
             walls[f"{arm}-{seed}"] = round(time.time() - t, 1)
@@ -124,14 +131,14 @@ def main() -> None:
     table = {}
     for arm in arms:
         rs = [results[(arm, s)] for s in seeds]
-        table[arm] = {"generator_input": ARMS[arm][0], "sampling": ARMS[arm][1],
+        table[arm] = {"generator_input": ARMS[arm][0], "sampling": ARMS[arm][1], "steps_vs_lu": round(ARMS[arm][2], 3),
                       "tau_all_per_seed": [r["tau_all"][0] for r in rs], "tau_band_per_seed": [r["tau_band"][0] for r in rs],
                       "tau_all": round(float(np.mean([r["tau_all"][0] for r in rs])), 3),
                       "tau_band": round(float(np.mean([r["tau_band"][0] for r in rs])), 3),
                       "steps": [r["steps"] for r in rs], "meta_wall_s": [r["meta_wall_s"] for r in rs],
                       "loss_spikes": [r["loss_spikes"] for r in rs], "proxy_range": [r["proxy_range"] for r in rs]}
     lu = table["LU"]
-    better = [a for a in arms[1:] if table[a]["tau_all"] > lu["tau_all"] and table[a]["tau_band"] > lu["tau_band"]]
+    better = [a for a in arms[1:] if a in ("BU", "LS", "BS") and table[a]["tau_all"] > lu["tau_all"] and table[a]["tau_band"] > lu["tau_band"]]
     keep = max(better, key=lambda a: table[a]["tau_all"] + table[a]["tau_band"]) if better else "LU"
     report = {"setting": setting,
               "tau_macs_all": base["tau_macs_all"], "tau_macs_band": base["tau_macs_band"],

@@ -193,11 +193,11 @@ def official_rounds(path: str, rounds: int = 3, per_round: int = 2) -> dict:
             "candidates": rounds * per_round}
 
 
-def step_ratio(space, hidden: int, batch: int, steps: int) -> dict:
+def step_ratio(space, hidden: int, batch: int, steps: int, generator_input: str = "layer") -> dict:
     opts = space.options
     x = torch.randn(batch, opts["in_channels"], opts["input_size"], opts["input_size"])
     y = torch.randint(0, opts["num_classes"], (batch,))
-    net = PruningNet(space, hidden)
+    net = PruningNet(space, hidden, generator_input)
     static = build_model(make_spec(space, space.max_channels()))
     rng = np.random.default_rng(0)
     t_static = _step_time(lambda i: static(x), static.parameters(), x, y, steps)
@@ -211,6 +211,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--part", default="step,step224,eval,memory")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--generator-input", default=None, choices=("layer", "block"),
+                    help="the PruningNet's generator input (default: the smoke config's)")
     ap.add_argument("--official", default=None, help="checkout of github.com/liuzechun/MetaPruning (--part official224)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -219,8 +221,9 @@ def main() -> None:
     data = cfg.data.load(cfg.seed)
     space = resolve_space(cfg, data)
     if "step" in parts:
-        r = step_ratio(space, cfg.model.hidden, cfg.train.batch_size, 10)
-        print(f"smoke step (batch {cfg.train.batch_size}): static max {r['static_max_s']*1e3:.0f} ms, "
+        gi = args.generator_input or cfg.model.generator_input
+        r = step_ratio(space, cfg.model.hidden, cfg.train.batch_size, 10, gi)
+        print(f"smoke step (batch {cfg.train.batch_size}, {gi} input): static max {r['static_max_s']*1e3:.0f} ms, "
               f"PruningNet max {r['pruningnet_max_s']*1e3:.0f} ms (ratio {r['ratio_max']:.2f}), "
               f"random vector {r['pruningnet_random_s']*1e3:.0f} ms")
     if "step224" in parts:
