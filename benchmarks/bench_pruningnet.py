@@ -41,17 +41,16 @@ from pruningnet.hypernet import PruningNet, WeightGenerator
 from pruningnet.spec import make_spec
 
 
-def _step_time(fn, params, x, y, steps: int) -> float:
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+def _step_times(fn, opt, y, steps: int, warmup: int = 3) -> list[float]:
     times = []
-    for i in range(steps + 3):
+    for i in range(steps + warmup):
         t = time.perf_counter()
         loss = F.cross_entropy(fn(i), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    return float(np.median(times[3:]))
+    return times[warmup:]
 
 
 def fused_rounds(rounds: int, steps: int) -> dict:
@@ -193,18 +192,35 @@ def official_rounds(path: str, rounds: int = 3, per_round: int = 2) -> dict:
             "candidates": rounds * per_round}
 
 
-def step_ratio(space, hidden: int, batch: int, steps: int, generator_input: str = "layer") -> dict:
+def step_ratio(space, hidden: int, batch: int, steps: int, generator_input: str = "layer", tc=None,
+               rounds: int = 1) -> dict:
+    """Median step seconds of the static max network and of the PruningNet (max vector, random
+    vectors). ``tc``: build both optimizers as meta-training does (:func:`metaprune.meta_train._optimizer`;
+    default: plain SGD). ``rounds`` > 1 interleaves the three arms round by round, so that a drift of
+    the machine's speed falls on all of them."""
+    from metaprune.meta_train import _optimizer
+
     opts = space.options
     x = torch.randn(batch, opts["in_channels"], opts["input_size"], opts["input_size"])
     y = torch.randint(0, opts["num_classes"], (batch,))
     net = PruningNet(space, hidden, generator_input)
     static = build_model(make_spec(space, space.max_channels()))
+
+    def make(m):
+        return _optimizer(m, tc) if tc is not None else torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+
     rng = np.random.default_rng(0)
-    t_static = _step_time(lambda i: static(x), static.parameters(), x, y, steps)
-    t_pn_max = _step_time(lambda i: net(x, space.max_channels()), net.parameters(), x, y, steps)
-    t_pn_rand = _step_time(lambda i: net(x, sample_vectors(space, rng, "uniform")[0]), net.parameters(), x, y, steps)
-    return {"static_max_s": t_static, "pruningnet_max_s": t_pn_max, "pruningnet_random_s": t_pn_rand,
-            "ratio_max": t_pn_max / t_static, "generator_params": sum(p.numel() for p in net.parameters())}
+    arms = {"static_max": (static, lambda i: static(x)), "pruningnet_max": (net, lambda i: net(x, space.max_channels())),
+            "pruningnet_random": (net, lambda i: net(x, sample_vectors(space, rng, "uniform")[0]))}
+    made = {k: make(m) for k, (m, _) in arms.items()}
+    times: dict = {k: [] for k in arms}
+    for _ in range(rounds):
+        for k, (_, fn) in arms.items():
+            times[k] += _step_times(fn, made[k], y, steps)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {**{f"{k}_s": v for k, v in med.items()}, "ratio_max": med["pruningnet_max"] / med["static_max"],
+            "ratio_random": med["pruningnet_random"] / med["static_max"],
+            "generator_params": sum(p.numel() for p in net.parameters())}
 
 
 def main() -> None:
@@ -222,10 +238,11 @@ def main() -> None:
     space = resolve_space(cfg, data)
     if "step" in parts:
         gi = args.generator_input or cfg.model.generator_input
-        r = step_ratio(space, cfg.model.hidden, cfg.train.batch_size, 10, gi)
-        print(f"smoke step (batch {cfg.train.batch_size}, {gi} input): static max {r['static_max_s']*1e3:.0f} ms, "
-              f"PruningNet max {r['pruningnet_max_s']*1e3:.0f} ms (ratio {r['ratio_max']:.2f}), "
-              f"random vector {r['pruningnet_random_s']*1e3:.0f} ms")
+        r = step_ratio(space, cfg.model.hidden, cfg.train.batch_size, 10, gi, tc=cfg.train, rounds=3)
+        print(f"smoke step (batch {cfg.train.batch_size}, {gi} input, meta-training's optimizer, 3 interleaved "
+              f"rounds x 10 steps): static max {r['static_max_s']*1e3:.0f} ms, PruningNet max "
+              f"{r['pruningnet_max_s']*1e3:.0f} ms (ratio {r['ratio_max']:.2f}), random vector "
+              f"{r['pruningnet_random_s']*1e3:.0f} ms (ratio {r['ratio_random']:.2f})")
     if "step224" in parts:
         from metaprune import get_space
         sp = get_space("mobilenet_v2")  # MetaPruning's 1.4x space at 224, 1000 classes
