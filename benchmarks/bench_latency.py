@@ -8,6 +8,7 @@ load average is recorded, since other processes on a small box disturb both side
     .venv/bin/python benchmarks/bench_latency.py --space smoke --threads 1 --vectors 20
     .venv/bin/python benchmarks/bench_latency.py --space smoke --threads 1 --clock cpu --grid-steps 3,1
     .venv/bin/python benchmarks/bench_latency.py --space default224 --threads 1 --vectors 20
+    .venv/bin/python benchmarks/bench_latency.py --space default224 --allocators default,steady,default,steady
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from metaprune.latency import TimingConfig, build_table, measure_model_ms, space_key
+from metaprune.latency.allocator import ENV, steady_allocator
 from metaprune.latency.table import LatencyTable
 from pruningnet import build_model, get_space, make_spec
 
@@ -104,6 +106,33 @@ def run(label: str, threads: int, vectors: int, seed: int, grid_steps: list[int]
     return out
 
 
+def compare_allocators(a) -> None:
+    """One fresh process per malloc mode (glibc's settings are process-wide and cannot be undone)."""
+    import subprocess
+    import sys
+
+    argv = [arg for arg in sys.argv[1:]]
+    i = argv.index("--allocators")
+    del argv[i:i + 2]
+    if "--json" in argv:
+        j = argv.index("--json")
+        del argv[j:j + 2]
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, mode in enumerate(a.allocators.split(",")):
+            out = Path(tmp) / f"{k}.json"
+            subprocess.run([sys.executable, __file__, *argv, "--json", str(out)], check=True,
+                           env={**os.environ, ENV: mode})
+            runs.append(json.loads(out.read_text()))
+    for r in runs:
+        g = next(iter(r["results"].values()))
+        print(f"malloc {r['malloc']['mode']:<7} MAPE {g['mape_pct']:6.2f}% bias {g['bias_pct']:+7.2f}% max "
+              f"{g['max_abs_pct']:6.2f}% | measured {min(r['measured_ms']):.2f}..{max(r['measured_ms']):.2f} ms, "
+              f"round spread {r['round_spread_pct']}%")
+    if a.json:
+        Path(a.json).write_text(json.dumps(runs, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", choices=sorted(SPACES), default="smoke")
@@ -116,11 +145,18 @@ def main() -> None:
                     help="wall: latency; cpu: thread CPU time (1 thread), robust to a busy machine")
     ap.add_argument("--rounds", type=int, default=3, help="end-to-end timings per vector, median")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--allocators", default=None, metavar="A,B,...",
+                    help="run the whole benchmark once per glibc malloc mode (steady, default; repeats allowed), "
+                         "each in a fresh process in this order, and print them side by side")
     a = ap.parse_args()
+    if a.allocators:
+        compare_allocators(a)
+        return
     timing = TimingConfig(warmup=3, repeats=a.repeats, min_sample_ms=1.0, clock=a.clock)
     res = run(a.space, a.threads, a.vectors, a.seed, [int(s) for s in a.grid_steps.split(",")], timing,
               a.rounds)
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    res["malloc"] = {"mode": os.environ.get(ENV, "steady"), "pinned": steady_allocator()}
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
 

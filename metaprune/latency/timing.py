@@ -7,6 +7,8 @@ check tables on a busy box; it is refused with more than one thread and on CUDA)
 
 Each sample times enough back-to-back calls to last at least ``min_sample_ms`` and reports their
 mean, so a sample of a 20 us layer is not dominated by the timer; the result is the median sample.
+Host memory is steadied first (:mod:`metaprune.latency.allocator`), so that entries and end-to-end
+timings are both taken in the steady state a served model runs in.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from torch import nn
 
 from pruningnet.errors import UserError
 
+from .allocator import steady_allocator
 from .machine import check_device
 
 
@@ -65,6 +68,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 def time_call_ms(module: nn.Module, inputs: Sequence[torch.Tensor], device: str = "cpu",
                  timing: TimingConfig = TimingConfig()) -> float:
     """Median latency in ms of ``module(*inputs)`` (module in eval mode, inference mode)."""
+    steady_allocator()
     cuda = torch.device(device).type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     clock = time.thread_time if timing.clock == "cpu" and not cuda else time.perf_counter

@@ -1,0 +1,48 @@
+"""Steady host memory while timing: glibc's malloc pinned so that a repeated forward reuses its pages.
+
+Left alone, glibc serves every block above its *dynamic* mmap threshold with fresh pages from the
+kernel and returns them on free, so each forward of a network whose activations cross that threshold
+pays page faults (zeroed pages) again; where the threshold stands depends on the process's allocation
+history. On this project's 2-core AMD EPYC VM that made the same MobileNetV2-1.4 at 224 take 17-22 ms
+in one process and 11-13 ms in another, for 7 of 20 random vectors, while their per-layer table
+entries (small blocks, reused) predicted 11-13 ms: the latency table's largest error (issue 17,
+BENCHMARKS.md "Where the 224 latency error came from"). A served model runs in a steady state; so do
+our timings: the threshold is pinned at glibc's maximum (32 MiB on 64-bit) and the heap is not
+trimmed below 1 GiB. Activations above 32 MiB (large batches at 224) are still mapped per call.
+
+Process-wide, so it is applied only by the code that times (:func:`metaprune.latency.timing.time_call_ms`),
+once; elsewhere (not glibc) it does nothing and says so. ``METAPRUNE_TIMING_MALLOC=default`` leaves
+glibc as it is (to time as a deployment with default settings would run, or to compare).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+
+from pruningnet.errors import UserError
+
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2); larger values are refused
+TRIM_THRESHOLD = 1 << 30
+ENV = "METAPRUNE_TIMING_MALLOC"
+MODES = ("steady", "default")
+
+
+@functools.cache
+def steady_allocator() -> bool:
+    """Pin glibc's mmap threshold and trim threshold for this process; True if glibc took both."""
+    mode = os.environ.get(ENV, "steady")
+    if mode not in MODES:
+        raise UserError(f"{ENV}={mode!r} is not supported; accepted: {', '.join(MODES)}")
+    if mode == "default" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
