@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from metaprune.config import load_config
 from metaprune.evaluation import bn_batches, evaluate
+from metaprune.malloc import steady_allocator
 from metaprune.meta_config import MetaTrainConfig
 from metaprune.meta_train import sample_vectors
 from metaprune.runs import resolve_space
@@ -232,6 +233,7 @@ def main() -> None:
     ap.add_argument("--official", default=None, help="checkout of github.com/liuzechun/MetaPruning (--part official224)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    steady_allocator()  # as meta-training and candidate scoring run (METAPRUNE_MALLOC=default: glibc's own)
     parts = args.part.split(",")
     cfg = load_config(MetaTrainConfig, "configs/smoke.yaml")
     data = cfg.data.load(cfg.seed)

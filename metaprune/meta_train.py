@@ -30,6 +30,7 @@ from pruningnet.spaces import Space
 from .divergence import DivergenceGuard
 from .fileio import atomic_write, load_weights, remove_stale_temps, write_json, write_text
 from .runs import PRUNINGNET_FILE, Run
+from .malloc import steady_allocator
 from .threads import set_torch_threads
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -129,6 +130,7 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
         raise UserError(f"train.batch_size={tc.batch_size} is the global batch of {world} workers; accepted: "
                         f"a multiple of {world}")
     set_torch_threads(tc.threads)
+    steady_allocator()  # no fresh pages per step (metaprune/malloc.py)
     use_cuda = device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
         tc.amp, torch.bfloat16 if (tc.amp == "auto" and use_cuda) else None)

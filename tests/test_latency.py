@@ -303,14 +303,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's malloc")
 def test_timing_runs_forwards_in_steady_memory_without_page_faults():
     """What the table's timings assume (issue 17): after a timing has run, a repeated forward reuses
-    its pages. With glibc left alone (``METAPRUNE_TIMING_MALLOC=default``) each forward here faulted
+    its pages. With glibc left alone (``METAPRUNE_MALLOC=default``) each forward here faulted
     in ~5,900 fresh pages on this project's VM; steadied, none."""
     import os
     import subprocess
     import sys
 
     def faults(mode):
-        env = {**os.environ, "METAPRUNE_TIMING_MALLOC": mode, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "METAPRUNE_MALLOC": mode, "OMP_NUM_THREADS": "1"}
         out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
         return int(out.stdout.split()[-1])
 
@@ -319,12 +319,12 @@ def test_timing_runs_forwards_in_steady_memory_without_page_faults():
 
 
 def test_bad_timing_malloc_mode_is_a_user_error(monkeypatch):
-    from metaprune.latency import allocator
+    from metaprune import malloc as allocator
 
-    monkeypatch.setenv("METAPRUNE_TIMING_MALLOC", "jemalloc")
+    monkeypatch.setenv("METAPRUNE_MALLOC", "jemalloc")
     allocator.steady_allocator.cache_clear()
     try:
-        with pytest.raises(UserError, match="METAPRUNE_TIMING_MALLOC='jemalloc' is not supported; accepted: steady, default"):
+        with pytest.raises(UserError, match="METAPRUNE_MALLOC='jemalloc' is not supported; accepted: steady, default"):
             allocator.steady_allocator()
     finally:
         allocator.steady_allocator.cache_clear()

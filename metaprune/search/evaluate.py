@@ -57,9 +57,11 @@ class ProxyScorer:
         from ..evaluation import bn_batches
         from ..runs import open_run
 
+        from ..malloc import steady_allocator
         from ..threads import set_torch_threads
 
         set_torch_threads(settings.threads)
+        steady_allocator()  # no fresh pages per candidate (metaprune/malloc.py)
         torch.manual_seed(settings.seed)
         run = open_run(run_path)
         self.space: Space = run.space

@@ -19,6 +19,7 @@ from pruningnet.errors import UserError
 from ..precision import Precision
 from ..data import DataSplits
 from ..evaluation import count_hits
+from ..malloc import steady_allocator
 from ..threads import set_torch_threads
 from .recipe import Recipe
 
@@ -155,6 +156,7 @@ def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: Epo
     recipe = Recipe(**trial["recipe"])
     device = device_for(trial.get("gpus", 0))
     set_torch_threads(max(1, int(trial.get("threads", 1))))
+    steady_allocator()  # no fresh pages per step (metaprune/malloc.py)
     seed, epochs = int(trial["seed"]), int(trial["epochs"])
     torch.manual_seed(seed)
     spec = make_spec(get_space(trial["space"], **trial["options"]), trial["channels"])
