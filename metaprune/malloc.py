@@ -10,12 +10,16 @@ BENCHMARKS.md "Where the 224 latency error came from"). A served model runs in a
 our timings and jobs: the threshold is pinned at glibc's maximum (32 MiB on 64-bit) and the heap is not
 trimmed below 1 GiB. Activations above 32 MiB (large batches at 224) are still mapped per call.
 
-The same faults slow training: a batch-8 step at 224 on the same VM took 0.558 s for the static
-MobileNetV2-1.4 and 0.701 s for the PruningNet with glibc's defaults, 0.420 s and 0.571 s pinned. So
+The same faults slow training: on the same VM, pinned, a batch-8 step at 224 of the static
+MobileNetV2-1.4 took 25-29% less and the smoke meta-training 5-17% less (``benchmarks/bench_malloc.py``,
+4 pairs; the PruningNet's own step changed by -13% to +6%). So
 every process of ours that times, meta-trains, scores candidates or trains from scratch calls
 :func:`steady_allocator` once (process-wide; elsewhere than glibc it does nothing).
 ``METAPRUNE_MALLOC=default`` leaves glibc as it is (to time as a deployment with default settings
-would run, or to compare).
+would run, or to compare; it reaches Ray workers of a local cluster, started from this process,
+but not those of a cluster joined with ``--address``, which keep the default, steady). The cost is
+memory: a process keeps freed heap below 1 GiB instead of returning it (``bench_malloc.py`` records
+peak RSS beside the times).
 """
 from __future__ import annotations
 
@@ -34,13 +38,18 @@ ENV = "METAPRUNE_MALLOC"
 MODES = ("steady", "default")
 
 
-@functools.cache
-def steady_allocator() -> bool:
-    """Pin glibc's mmap threshold and trim threshold for this process; True if glibc took both."""
+def malloc_mode() -> str:
+    """``METAPRUNE_MALLOC`` (default ``steady``); the CLI checks it before any command runs."""
     mode = os.environ.get(ENV, "steady")
     if mode not in MODES:
         raise UserError(f"{ENV}={mode!r} is not supported; accepted: {', '.join(MODES)}")
-    if mode == "default" or not sys.platform.startswith("linux"):
+    return mode
+
+
+@functools.cache
+def steady_allocator() -> bool:
+    """Pin glibc's mmap threshold and trim threshold for this process; True if glibc took both."""
+    if malloc_mode() == "default" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -48,4 +57,5 @@ def steady_allocator() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    took = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
+    return all(took)

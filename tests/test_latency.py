@@ -300,7 +300,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's malloc")
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc")
 def test_timing_runs_forwards_in_steady_memory_without_page_faults():
     """What the table's timings assume (issue 17): after a timing has run, a repeated forward reuses
     its pages. With glibc left alone (``METAPRUNE_MALLOC=default``) each forward here faulted
@@ -314,8 +314,18 @@ def test_timing_runs_forwards_in_steady_memory_without_page_faults():
         out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
         return int(out.stdout.split()[-1])
 
-    default, steady = faults("default"), faults("steady")
-    assert steady <= max(100, default // 100), (steady, default)
+    default = faults("default")
+    if default < 1000:  # this glibc (or a preloaded allocator) does not fault here: nothing to tell apart
+        pytest.skip(f"glibc's defaults faulted only {default} pages in 10 forwards")
+    assert faults("steady") <= max(100, default // 100)
+
+
+def test_bad_malloc_mode_is_refused_before_any_command(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("METAPRUNE_MALLOC", "jemalloc")
+    code, _, err = cli("train-pruningnet", "-c", "smoke", "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "METAPRUNE_MALLOC='jemalloc' is not supported; accepted: steady, default" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_timing_malloc_mode_is_a_user_error(monkeypatch):

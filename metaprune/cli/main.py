@@ -7,6 +7,8 @@ import click
 
 from pruningnet.errors import UserError
 
+from ..malloc import malloc_mode
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="metaprune")
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print ``metaprune: error: ...`` and return 2."""
     _register()
     try:
+        malloc_mode()  # a bad METAPRUNE_MALLOC is refused here, not in a Ray worker or after a run is written
         cli.main(args=argv, prog_name="metaprune", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else str(e))
