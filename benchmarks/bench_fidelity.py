@@ -27,6 +27,7 @@ from metaprune.training.recipe import load_train_config
 from metaprune.training.runner import connect, run_trials
 from pruningnet.cost import cost_model
 from pruningnet.spec import make_spec
+from recipe_flags import add_recipe_flags, recipe_overrides
 
 
 def _uniform_draws(units, rng, k: int) -> np.ndarray:
@@ -183,8 +184,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=3500, help="training images per trial (0: all)")
     ap.add_argument("--test-images", type=int, default=1000, help="test images per trial (0: all)")
     ap.add_argument("--recipe", default="smoke", help="scratch recipe name or YAML (configs/train/)")
-    ap.add_argument("--warmup-epochs", type=float, default=None, help="override the recipe's warm-up (epochs)")
-    ap.add_argument("--augment", action="store_true", help="turn on the recipe's augmentation (shifts)")
+    add_recipe_flags(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=2, help="scratch seeds per vector (top-1 averaged)")
     ap.add_argument("--json", default=None)
@@ -221,10 +221,7 @@ def main() -> None:
         rescore(args, cands, channels)
         return
     overrides = {"recipe.max_train_images": args.images or None, "recipe.max_test_images": args.test_images or None}
-    if args.warmup_epochs is not None:
-        overrides["recipe.warmup_epochs"] = args.warmup_epochs
-    if args.augment:
-        overrides["recipe.augment"] = True
+    overrides.update(recipe_overrides(args))
     cfg = load_train_config(args.recipe, overrides, run_dir=args.run)
     trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from metaprune.latency import TimingConfig, build_table, measure_model_ms, space_key
-from metaprune.malloc import ENV, steady_allocator
+from metaprune.malloc import ENV, malloc_mode, steady_allocator
 from metaprune.latency.table import LatencyTable
 from pruningnet import build_model, get_space, make_spec
 
@@ -111,7 +111,7 @@ def compare_allocators(a) -> None:
     import subprocess
     import sys
 
-    argv = [arg for arg in sys.argv[1:]]
+    argv = list(sys.argv[1:])
     i = argv.index("--allocators")
     del argv[i:i + 2]
     if "--json" in argv:
@@ -156,7 +156,7 @@ def main() -> None:
     res = run(a.space, a.threads, a.vectors, a.seed, [int(s) for s in a.grid_steps.split(",")], timing,
               a.rounds)
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    res["malloc"] = {"mode": os.environ.get(ENV, "steady"), "pinned": steady_allocator()}
+    res["malloc"] = {"mode": malloc_mode(), "pinned": steady_allocator()}
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from metaprune.cli.main import main as metaprune
 from metaprune.runs import open_run
 from pruningnet.cost import cost_model
+from recipe_flags import add_recipe_flags, recipe_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,8 +37,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--fraction", type=float, default=0.3)
     ap.add_argument("--lr", type=float, default=None, help="override the smoke recipe's lr")
-    ap.add_argument("--warmup-epochs", type=float, default=None, help="override the recipe's warm-up (epochs)")
-    ap.add_argument("--augment", action="store_true", help="turn on the recipe's augmentation (shifts)")
+    add_recipe_flags(ap)
     ap.add_argument("--out", required=True)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -66,10 +66,7 @@ def main() -> None:
     overrides = {"recipe.max_train_images": args.train_images, "recipe.max_test_images": args.test_images}
     if args.lr is not None:
         overrides["recipe.lr"] = args.lr
-    if args.warmup_epochs is not None:
-        overrides["recipe.warmup_epochs"] = args.warmup_epochs
-    if args.augment:
-        overrides["recipe.augment"] = True
+    overrides.update(recipe_overrides(args))
     cfg = load_train_config("smoke", overrides, run_dir=run_dir)
     trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)

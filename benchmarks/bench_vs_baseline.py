@@ -24,6 +24,7 @@ from metaprune.cli.main import main as metaprune
 from metaprune.runs import open_run
 from metaprune.training.results import read_results
 from pruningnet.cost import cost_model
+from recipe_flags import add_recipe_flags, recipe_overrides, recipe_sets
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = ("config.yaml", "space.json", "split.json", "status.json", "metrics.jsonl", "pruningnet.pt")
@@ -86,16 +87,6 @@ def summarize(results: list[dict], proxies: dict[str, dict]) -> dict:
     return rows
 
 
-def recipe_sets(args) -> list[str]:
-    """The recipe overrides beyond images, as ``--set key=value`` arguments."""
-    out = []
-    if args.warmup_epochs is not None:
-        out += ["--set", f"recipe.warmup_epochs={args.warmup_epochs}"]
-    if args.augment:
-        out += ["--set", "recipe.augment=true"]
-    return out
-
-
 def train_full(src: Path, out: Path, args) -> Path:
     """The full-width network with the same recipe and seeds: the ceiling both arms are pruned from."""
     from metaprune.training.loop import scratch_data
@@ -113,10 +104,7 @@ def train_full(src: Path, out: Path, args) -> Path:
     ch = space.max_channels()
     cand = Candidate("full", "full", make_spec(space, ch), int(cm.macs(ch)[0]), int(cm.params(ch)[0]))
     overrides = {"recipe.max_train_images": args.train_images, "recipe.max_test_images": args.test_images}
-    if args.warmup_epochs is not None:
-        overrides["recipe.warmup_epochs"] = args.warmup_epochs
-    if args.augment:
-        overrides["recipe.augment"] = True
+    overrides.update(recipe_overrides(args))
     cfg = load_train_config("smoke", overrides, run_dir=run)
     trials = trial_configs([cand], cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
     connect(None)
@@ -136,8 +124,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--train-images", type=int, default=3500)
     ap.add_argument("--test-images", type=int, default=1000)
-    ap.add_argument("--warmup-epochs", type=float, default=None, help="override the recipe's warm-up (epochs)")
-    ap.add_argument("--augment", action="store_true", help="turn on the recipe's augmentation (shifts)")
+    add_recipe_flags(ap)
     ap.add_argument("--full-reference", action="store_true",
                     help="also train the full-width network with the same recipe and seeds")
     ap.add_argument("--json", default=None)

@@ -29,8 +29,8 @@ from pruningnet.spaces import Space
 
 from .divergence import DivergenceGuard
 from .fileio import atomic_write, load_weights, remove_stale_temps, write_json, write_text
-from .runs import PRUNINGNET_FILE, Run
 from .malloc import steady_allocator
+from .runs import PRUNINGNET_FILE, Run
 from .threads import set_torch_threads
 
 CHECKPOINT = "checkpoints/last.pt"

@@ -130,14 +130,15 @@ def generator_refs(layers: list[Layer], mode: str) -> list[tuple[Ref, ...]]:
         return [(layer.in_ch, layer.out_ch) for layer in layers]
     if mode != "block":
         raise ValueError(f"generator input {mode!r}; accepted: {', '.join(GENERATOR_INPUTS)}")
+    keys = [_block_of(layer.path) for layer in layers]
     blocks: dict[str, dict[str, Ref]] = {}
-    for layer in layers:
-        refs = blocks.setdefault(_block_of(layer.path), {})
+    for key, layer in zip(keys, layers):
+        refs = blocks.setdefault(key, {})
         for r in (layer.in_ch, layer.out_ch):
             unit = ref_unit(r)
             if unit is not None:
                 refs.setdefault(unit, unit)
-    return [tuple(blocks[_block_of(layer.path)].values()) or (layer.in_ch,) for layer in layers]
+    return [tuple(blocks[key].values()) or (layer.in_ch,) for key, layer in zip(keys, layers)]
 
 
 def _block_of(path: str) -> str:
@@ -212,6 +213,7 @@ class PruningNet(nn.Module):
         self.biases = nn.ParameterDict()
         self._layers = space.weighted_layers()
         self._inputs = generator_refs(self._layers, generator_input)
+        self._ratio_width = max(map(len, self._inputs))  # ratio_table's rows, padded to one length
         last = self._layers[-1]
         for layer, refs in zip(self._layers, self._inputs):
             mx_out, mx_in = self._max(layer.out_ch), self._max(layer.in_ch)
@@ -238,7 +240,7 @@ class PruningNet(nn.Module):
     def ratio_table(self, channels: Mapping[str, int]) -> dict:
         """Every layer's generator input at once: built on the host and copied to the device in one
         transfer (per-layer tensors would cost one host-to-device copy and sync per layer on a GPU)."""
-        width = max(map(len, self._inputs))  # one rectangular table: rows padded, each read to its length
+        width = self._ratio_width  # one rectangular table: rows padded, each read to its length
         vals = [[resolve(r, channels) / self._max(r) for r in refs] + [0.0] * (width - len(refs))
                 for refs in self._inputs]
         table = torch.tensor(vals, dtype=self.fc_bias.dtype)
