@@ -4,11 +4,12 @@ meta-training at 224.
 
 Run by hand: .venv/bin/python benchmarks/bench_pruningnet.py [--part step,eval,memory] [--threads 2]
 
-``--part fused224`` (issue 17): MobileNetV2-1.4 at 224, batch 8, the static max network's step against
-the PruningNet's step on random vectors as before (autograd's backward through the weight crops,
-for-loop SGD), with only the fused optimizer (``meta_train._optimizer``), and as meta-training runs now
-(fused SGD and the generators' cropped backward, ``WeightGenerator.cropped_backward``); MetaPruning's
-momentum and weight decay; alternated in rounds so drift of the machine hits every arm alike.
+``--part fused224`` (issue 17): MobileNetV2-1.4 at 224 (``--batch``, default 8), the static max
+network's step against the PruningNet's step on random vectors as before (autograd's backward through
+the weight crops, for-loop SGD), with only the fused optimizer (``meta_train._optimizer``), with the
+cropped backward on a copied crop (the previous version) and as meta-training runs now (fused SGD, the
+cropped backward, a strided product: ``WeightGenerator``); MetaPruning's momentum and weight decay;
+alternated in rounds so drift of the machine hits every arm alike; ``--arms`` picks arms.
 
 ``--part eval_cl`` (issue 17): one candidate's evaluation with the network in NCHW and channels-last,
 alternated: the smoke config's proxy (``metaprune.evaluation.evaluate``: 5 BN batches of 128, 500
@@ -24,8 +25,10 @@ ours in NCHW and channels-last, alternated in rounds on random candidates.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,45 +57,96 @@ def _step_times(fn, opt, y, steps: int, warmup: int = 3) -> list[float]:
     return times[warmup:]
 
 
-def fused_rounds(rounds: int, steps: int) -> dict:
-    """Median step seconds of the static max network and of the PruningNet (old and new optimizer)."""
+class _CopiedCropProduct(torch.autograd.Function):
+    """The generators' product as it was before the strided one (commit 1672d65): the crop flattened to
+    one matrix (a copy, kept for the backward), then one matrix-vector product. Here only so that
+    ``--part fused224`` times the previous version beside the current one in the same process."""
+
+    @staticmethod
+    def forward(ctx, weight, bias, h, out_chs, in_chs):
+        crop = weight[:out_chs, :in_chs]
+        flat = crop.reshape(-1, weight.shape[-1])
+        y = torch.matmul(flat, h).reshape(crop.shape[:-1]) + bias[:out_chs, :in_chs]
+        ctx.save_for_backward(flat, h)
+        ctx.crop, ctx.shapes = (out_chs, in_chs), (weight.shape, bias.shape, weight.dtype, bias.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        from pruningnet.hypernet import _outside_zeroed
+
+        flat, h = ctx.saved_tensors
+        (o, i), (w_shape, b_shape, w_dtype, b_dtype) = ctx.crop, ctx.shapes
+        gw = _outside_zeroed(w_shape, w_dtype, g.device, o, i)
+        torch.mul(g.unsqueeze(-1), h, out=gw[:o, :i])
+        gb = _outside_zeroed(b_shape, b_dtype, g.device, o, i)
+        gb[:o, :i] = g
+        return gw, gb, torch.matmul(flat.t(), g.reshape(-1)), None, None
+
+
+FUSED224_ARMS = ("static_max", "pruningnet_before", "pruningnet_fused_sgd", "pruningnet_copied", "pruningnet_now")
+
+
+def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224_ARMS) -> dict:
+    """Median step seconds of the static max network and of the PruningNet, MobileNetV2-1.4 at 224:
+    ``pruningnet_before`` autograd's backward through the crops and for-loop SGD; ``_fused_sgd`` only
+    the fused optimizer; ``_copied`` fused SGD and the cropped backward with the crop copied to one
+    matrix (the version before the strided product); ``_now`` as meta-training runs. Also each arm's
+    median optimizer step alone (``opt_s``: one pass over every parameter, the part no crop avoids)."""
     from types import SimpleNamespace
 
     from metaprune import get_space
     from metaprune.meta_train import _optimizer
+    from pruningnet import hypernet
 
     sp = get_space("mobilenet_v2")  # MetaPruning's 1.4x space at 224, 1000 classes
-    x, y = torch.randn(8, 3, 224, 224), torch.randint(0, 1000, (8,))
+    x, y = torch.randn(batch, 3, 224, 224), torch.randint(0, 1000, (batch,))
     torch.manual_seed(0)
     net, static = PruningNet(sp, 32).train(), build_model(make_spec(sp, sp.max_channels())).train()
     tc = SimpleNamespace(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=4e-5)
+
     def loop_sgd(m):
         return torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5, foreach=False)
 
-    arms = {"static_max": (static, lambda m, v: m(x), loop_sgd, True),
-            "pruningnet_before": (net, lambda m, v: m(x, v), loop_sgd, False),
-            "pruningnet_fused_sgd": (net, lambda m, v: m(x, v), lambda m: _optimizer(m, tc), False),
-            "pruningnet_now": (net, lambda m, v: m(x, v), lambda m: _optimizer(m, tc), True)}
-    opts = {k: make(m) for k, (m, _, make, _) in arms.items()}
-    times: dict = {k: [] for k in arms}
-    for r in range(rounds):
-        rng = np.random.default_rng(r)  # the same vectors for both PruningNet arms in a round
-        vecs = [sample_vectors(sp, rng, "uniform")[0] for _ in range(steps + 1)]
-        for k, (m, fwd, _, cropped) in arms.items():
-            WeightGenerator.cropped_backward = cropped
-            for i, v in enumerate(vecs):
-                t = time.perf_counter()
-                loss = F.cross_entropy(fwd(m, v), y)
-                opts[k].zero_grad(set_to_none=True)
-                loss.backward()
-                opts[k].step()
-                if i:  # the first step of an arm warms it up
-                    times[k].append(time.perf_counter() - t)
-    WeightGenerator.cropped_backward = True
+    def fused(m):
+        return _optimizer(m, tc)
+
+    strided = hypernet._CroppedProduct
+    table = {"static_max": (static, lambda m, v: m(x), loop_sgd, True, strided),
+             "pruningnet_before": (net, lambda m, v: m(x, v), loop_sgd, False, strided),
+             "pruningnet_fused_sgd": (net, lambda m, v: m(x, v), fused, False, strided),
+             "pruningnet_copied": (net, lambda m, v: m(x, v), fused, True, _CopiedCropProduct),
+             "pruningnet_now": (net, lambda m, v: m(x, v), fused, True, strided)}
+    table = {k: table[k] for k in arms}
+    opts = {k: make(m) for k, (m, _, make, _, _) in table.items()}
+    times: dict = {k: [] for k in table}
+    opt_times: dict = {k: [] for k in table}
+    try:
+        for r in range(rounds):
+            rng = np.random.default_rng(r)  # the same vectors for every PruningNet arm in a round
+            vecs = [sample_vectors(sp, rng, "uniform")[0] for _ in range(steps + 1)]
+            for k, (m, fwd, _, cropped, product) in table.items():
+                WeightGenerator.cropped_backward, hypernet._CroppedProduct = cropped, product
+                for i, v in enumerate(vecs):
+                    t = time.perf_counter()
+                    loss = F.cross_entropy(fwd(m, v), y)
+                    opts[k].zero_grad(set_to_none=True)
+                    loss.backward()
+                    t_opt = time.perf_counter()
+                    opts[k].step()
+                    if i:  # the first step of an arm warms it up
+                        times[k].append(time.perf_counter() - t)
+                        opt_times[k].append(time.perf_counter() - t_opt)
+    finally:
+        WeightGenerator.cropped_backward, hypernet._CroppedProduct = True, strided
     med = {k: float(np.median(v)) for k, v in times.items()}
-    return {**{f"{k}_s": round(v, 4) for k, v in med.items()},
-            **{f"ratio_{k[len('pruningnet_'):]}": round(med[k] / med["static_max"], 3) for k in med if k != "static_max"},
-            "rounds": rounds, "steps": steps}
+    out = {**{f"{k}_s": round(v, 4) for k, v in med.items()},
+           **{f"{k}_opt_s": round(float(np.median(v)), 4) for k, v in opt_times.items()},
+           "rounds": rounds, "steps": steps, "batch": batch}
+    if "static_max" in med:
+        out.update({f"ratio_{k[len('pruningnet_'):]}": round(med[k] / med["static_max"], 3)
+                    for k in med if k != "static_max"})
+    return out
 
 
 def _protocol224_inputs() -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -230,6 +284,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--generator-input", default=None, choices=("layer", "block"),
                     help="the PruningNet's generator input (default: the smoke config's)")
+    ap.add_argument("--batch", type=int, default=8, help="--part fused224: batch size")
+    ap.add_argument("--rounds", type=int, default=3, help="--part fused224: rounds, every arm once per round")
+    ap.add_argument("--steps", type=int, default=4, help="--part fused224: timed steps per arm and round")
+    ap.add_argument("--arms", default=",".join(FUSED224_ARMS), help="--part fused224: arms, of " + ", ".join(FUSED224_ARMS))
+    ap.add_argument("--json", default=None, help="--part fused224: write its figures here")
     ap.add_argument("--official", default=None, help="checkout of github.com/liuzechun/MetaPruning (--part official224)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -253,11 +312,17 @@ def main() -> None:
               f"parameters): static max {r['static_max_s']:.2f} s, PruningNet max {r['pruningnet_max_s']:.2f} s "
               f"(ratio {r['ratio_max']:.2f})")
     if "fused224" in parts:
-        r = fused_rounds(3, 4)
-        print(f"MobileNetV2-1.4 at 224, batch 8, random vectors ({r['rounds']} rounds x {r['steps']} steps): static max "
-              f"{r['static_max_s']:.3f} s; PruningNet before {r['pruningnet_before_s']:.3f} s (ratio "
-              f"{r['ratio_before']:.2f}), fused SGD only {r['pruningnet_fused_sgd_s']:.3f} s (ratio "
-              f"{r['ratio_fused_sgd']:.2f}), now {r['pruningnet_now_s']:.3f} s (ratio {r['ratio_now']:.2f})")
+        arms = tuple(dict.fromkeys(["static_max", *args.arms.split(",")]))  # the ratios' denominator, always
+        bad = [a for a in arms if a not in FUSED224_ARMS]
+        if bad:
+            raise SystemExit(f"--arms {bad[0]!r}; accepted: {', '.join(FUSED224_ARMS)}")
+        r = fused_rounds(args.rounds, args.steps, args.batch, arms)
+        arms = ", ".join(f"{k[len('pruningnet_'):]} {r[k + '_s']:.3f} s (ratio {r['ratio_' + k[len('pruningnet_'):]]:.3f}, "
+                         f"optimizer {r[k + '_opt_s']:.3f} s)" for k in FUSED224_ARMS if k + "_s" in r and k != "static_max")
+        print(f"MobileNetV2-1.4 at 224, batch {r['batch']}, random vectors ({r['rounds']} rounds x {r['steps']} steps): "
+              f"static max {r['static_max_s']:.3f} s; PruningNet {arms}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
     if "official224" in parts:
         if not args.official:
             raise SystemExit("--part official224 needs --official PATH (a checkout of liuzechun/MetaPruning)")

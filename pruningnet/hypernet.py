@@ -63,7 +63,8 @@ class WeightGenerator(nn.Module):
         h = F.relu(self.fc1(ratios)) * self.scale
         if self.cropped_backward:
             return _CroppedProduct.apply(self.weight, self.bias, h, out_chs, in_chs)
-        return torch.matmul(self.weight[:out_chs, :in_chs], h) + self.bias[:out_chs, :in_chs]
+        y = _emit(_crop3(self.weight, out_chs, in_chs), h)
+        return y.view(out_chs, in_chs, *self.weight.shape[2:4]) + self.bias[:out_chs, :in_chs]
 
 
 def _outside_zeroed(shape: torch.Size, dtype: torch.dtype, device: torch.device, o: int, i: int) -> torch.Tensor:
@@ -87,30 +88,41 @@ class _CroppedProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, bias: torch.Tensor, h: torch.Tensor, out_chs: int, in_chs: int):
-        crop = weight[:out_chs, :in_chs]
-        flat = crop.reshape(-1, weight.shape[-1])  # contiguous copy of the crop, as matmul would make
-        dev = weight.device.type
-        if torch.is_autocast_enabled(dev):  # keep (and save) the copy in autocast's dtype, as autograd would
-            flat = flat.to(torch.get_autocast_dtype(dev))
-        y = torch.matmul(flat, h).reshape(crop.shape[:-1]) + bias[:out_chs, :in_chs]
-        ctx.save_for_backward(flat, h)
-        ctx.crop, ctx.shapes = (out_chs, in_chs), (weight.shape, bias.shape, weight.dtype, bias.dtype)
+        crop = _crop3(weight, out_chs, in_chs)
+        y = _emit(crop, h).view(out_chs, in_chs, *weight.shape[2:4]) + bias[:out_chs, :in_chs]
+        ctx.save_for_backward(weight, h)  # the parameter itself, no copy of its crop
+        ctx.crop, ctx.shapes = (out_chs, in_chs), (bias.shape, bias.dtype)
         return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        flat, h = ctx.saved_tensors
-        (o, i), (w_shape, b_shape, w_dtype, b_dtype) = ctx.crop, ctx.shapes
+        weight, h = ctx.saved_tensors
+        (o, i), (b_shape, b_dtype) = ctx.crop, ctx.shapes
         gw = gb = gh = None
         if ctx.needs_input_grad[0]:
-            gw = _outside_zeroed(w_shape, w_dtype, g.device, o, i)
+            gw = _outside_zeroed(weight.shape, weight.dtype, g.device, o, i)
             torch.mul(g.unsqueeze(-1), h, out=gw[:o, :i])
         if ctx.needs_input_grad[1]:
             gb = _outside_zeroed(b_shape, b_dtype, g.device, o, i)
             gb[:o, :i] = g
         if ctx.needs_input_grad[2]:
-            gh = torch.matmul(flat.t(), g.reshape(-1).to(flat.dtype)).to(h.dtype)
+            crop = _crop3(weight, o, i)
+            gh = torch.bmm(crop.transpose(1, 2), g.reshape(o, -1, 1).to(crop.dtype)).sum(0).view(-1).to(h.dtype)
         return gw, gb, gh, None, None
+
+
+def _crop3(weight: torch.Tensor, out_chs: int, in_chs: int) -> torch.Tensor:
+    """``weight[:out, :in]`` (``(max_out, max_in, k, k, hidden)``) as ``out`` matrices of
+    ``(in * k * k, hidden)``: each output row's crop is contiguous, so this is a view (a strided batch)
+    where flattening the crop to one matrix would copy it."""
+    o_max, i_max, k1, k2, hid = weight.shape
+    return weight.view(o_max, i_max * k1 * k2, hid)[:out_chs, :in_chs * k1 * k2]
+
+
+def _emit(crop: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The crop's rows times ``h``: one batched matrix-vector product over the strided view (under
+    autocast, in its dtype, as autograd's matmul would)."""
+    return torch.bmm(crop, h.view(1, -1, 1).expand(crop.shape[0], -1, 1))
 
 
 def _key(path: str) -> str:

