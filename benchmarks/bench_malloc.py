@@ -3,8 +3,9 @@
 Each arm is a fresh process (malloc settings are process-wide) with ``METAPRUNE_MALLOC`` set, in the
 order given, so a drift of the machine falls on all: smoke meta-training end to end (its
 ``status.json`` wall time) and one step at 224 (``--batch``, default 8) of the static MobileNetV2-1.4
-and of the PruningNet, in its previous (copied crop) and current (strided) product
-(``bench_pruningnet.py --part fused224 --arms copied,now``), with each process's peak RSS. Modes:
+and of the PruningNet, in its previous (copied crop) and current (strided) product, on random vectors
+and the max vector, beside static networks of the same random vectors (``bench_pruningnet.py --part
+fused224``), with each process's peak RSS. Modes:
 ``default`` (glibc's own), ``mapped`` (thresholds pinned, blocks above 32 MiB still mapped per call: the
 first issue-17 setting), ``steady`` (no block mapped). Run by hand::
 
@@ -44,12 +45,14 @@ def arm(mode: str, steps: int, batch: int) -> dict:
                                 f"{tmp}/run", "--quiet", "--set", f"train.max_steps={steps}"], env, tmp)
             status = json.loads(Path(f"{tmp}/run/status.json").read_text())
         _, rss_224 = _run([sys.executable, str(HERE / "bench_pruningnet.py"), "--part", "fused224", "--arms",
-                           "pruningnet_copied,pruningnet_now", "--batch", str(batch), "--json", f"{tmp}/r.json"],
+                           "static_same,pruningnet_copied,pruningnet_now,pruningnet_max", "--batch", str(batch),
+                           "--json", f"{tmp}/r.json"],
                           env, tmp)
         r = json.loads(Path(f"{tmp}/r.json").read_text())
     return {"mode": mode, "smoke_meta_training_s": status.get("wall_s"), "smoke_steps": status.get("step"),
             "batch": batch, "static224_step_s": r["static_max_s"], "pruningnet224_copied_step_s": r["pruningnet_copied_s"],
             "pruningnet224_step_s": r["pruningnet_now_s"], "pruningnet224_optimizer_s": r["pruningnet_now_opt_s"],
+            "static224_same_vectors_step_s": r["static_same_s"], "pruningnet224_max_step_s": r["pruningnet_max_s"],
             "smoke_meta_training_peak_rss_mib": rss_meta and round(rss_meta), "step224_peak_rss_mib": round(rss_224)}
 
 
@@ -70,7 +73,10 @@ def main() -> None:
         print(f"malloc {mode:<7} {smoke}batch-{args.batch} step at 224: static {r['static224_step_s']:.3f} s, "
               f"PruningNet copied crop {r['pruningnet224_copied_step_s']:.3f} s (ratio "
               f"{r['pruningnet224_copied_step_s'] / r['static224_step_s']:.3f}), now {r['pruningnet224_step_s']:.3f} s "
-              f"(ratio {r['pruningnet224_step_s'] / r['static224_step_s']:.3f}; optimizer {r['pruningnet224_optimizer_s']:.3f} s); "
+              f"(ratio {r['pruningnet224_step_s'] / r['static224_step_s']:.3f}; optimizer {r['pruningnet224_optimizer_s']:.3f} s; "
+              f"over the same vectors' static networks ({r['static224_same_vectors_step_s']:.3f} s) "
+              f"{r['pruningnet224_step_s'] / r['static224_same_vectors_step_s']:.3f}); max vector "
+              f"{r['pruningnet224_max_step_s']:.3f} s (ratio {r['pruningnet224_max_step_s'] / r['static224_step_s']:.3f}); "
               f"peak RSS {r['step224_peak_rss_mib']} MiB", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "rows": rows},

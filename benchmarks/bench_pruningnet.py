@@ -84,15 +84,20 @@ class _CopiedCropProduct(torch.autograd.Function):
         return gw, gb, torch.matmul(flat.t(), g.reshape(-1)), None, None
 
 
-FUSED224_ARMS = ("static_max", "pruningnet_before", "pruningnet_fused_sgd", "pruningnet_copied", "pruningnet_now")
+FUSED224_ARMS = ("static_max", "static_same", "pruningnet_before", "pruningnet_fused_sgd", "pruningnet_copied",
+                 "pruningnet_now", "pruningnet_max")
 
 
 def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224_ARMS) -> dict:
-    """Median step seconds of the static max network and of the PruningNet, MobileNetV2-1.4 at 224:
+    """Median step seconds, MobileNetV2-1.4 at 224, of the static max network (``static_max``), of a
+    static network of each random vector (``static_same``) and of the PruningNet on those vectors:
     ``pruningnet_before`` autograd's backward through the crops and for-loop SGD; ``_fused_sgd`` only
     the fused optimizer; ``_copied`` fused SGD and the cropped backward with the crop copied to one
-    matrix (the version before the strided product); ``_now`` as meta-training runs. Also each arm's
-    median optimizer step alone (``opt_s``: one pass over every parameter, the part no crop avoids)."""
+    matrix (the version before the strided product); ``_now`` as meta-training runs; ``_max`` the same
+    on the max vector. Also each arm's median optimizer step alone (``opt_s``: for the PruningNet one
+    pass over every generator parameter, the part no crop avoids). Ratios: each PruningNet arm over
+    ``static_max`` (how MetaPruning's figure is defined: a random vector's step over the full
+    network's), ``now`` over ``static_same`` and ``max`` over ``static_max`` (the same networks)."""
     from types import SimpleNamespace
 
     from metaprune import get_space
@@ -108,35 +113,41 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
     def loop_sgd(m):
         return torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5, foreach=False)
 
-    def fused(m):
-        return _optimizer(m, tc)
-
     strided = hypernet._CroppedProduct
-    table = {"static_max": (static, lambda m, v: m(x), loop_sgd, True, strided),
-             "pruningnet_before": (net, lambda m, v: m(x, v), loop_sgd, False, strided),
-             "pruningnet_fused_sgd": (net, lambda m, v: m(x, v), fused, False, strided),
-             "pruningnet_copied": (net, lambda m, v: m(x, v), fused, True, _CopiedCropProduct),
-             "pruningnet_now": (net, lambda m, v: m(x, v), fused, True, strided)}
-    table = {k: table[k] for k in arms}
-    opts = {k: make(m) for k, (m, _, make, _, _) in table.items()}
-    times: dict = {k: [] for k in table}
-    opt_times: dict = {k: [] for k in table}
+    pn_opts = {"pruningnet_before": loop_sgd(net)}
+    pn_opts.update({k: _optimizer(net, tc) for k in ("pruningnet_fused_sgd", "pruningnet_copied", "pruningnet_now",
+                                                     "pruningnet_max")})
+    static_opt = loop_sgd(static)
+    settings = {"pruningnet_before": (False, strided), "pruningnet_fused_sgd": (False, strided),
+                "pruningnet_copied": (True, _CopiedCropProduct), "pruningnet_now": (True, strided),
+                "pruningnet_max": (True, strided)}
+    times: dict = {k: [] for k in arms}
+    opt_times: dict = {k: [] for k in arms}
     try:
         for r in range(rounds):
-            rng = np.random.default_rng(r)  # the same vectors for every PruningNet arm in a round
+            rng = np.random.default_rng(r)  # the same vectors for every arm in a round
             vecs = [sample_vectors(sp, rng, "uniform")[0] for _ in range(steps + 1)]
-            for k, (m, fwd, _, cropped, product) in table.items():
-                WeightGenerator.cropped_backward, hypernet._CroppedProduct = cropped, product
-                for i, v in enumerate(vecs):
+            for k in arms:
+                if k == "static_same":
+                    models = [build_model(make_spec(sp, v)).train() for v in vecs]
+                    steps_of = [(lambda m=m: m(x), loop_sgd(m)) for m in models]
+                elif k == "static_max":
+                    steps_of = [(lambda: static(x), static_opt)] * len(vecs)
+                else:
+                    WeightGenerator.cropped_backward, hypernet._CroppedProduct = settings[k]
+                    chs = [sp.max_channels()] * len(vecs) if k == "pruningnet_max" else vecs
+                    steps_of = [(lambda ch=ch: net(x, ch), pn_opts[k]) for ch in chs]
+                for i, (fwd, opt) in enumerate(steps_of):
                     t = time.perf_counter()
-                    loss = F.cross_entropy(fwd(m, v), y)
-                    opts[k].zero_grad(set_to_none=True)
+                    loss = F.cross_entropy(fwd(), y)
+                    opt.zero_grad(set_to_none=True)
                     loss.backward()
                     t_opt = time.perf_counter()
-                    opts[k].step()
+                    opt.step()
                     if i:  # the first step of an arm warms it up
                         times[k].append(time.perf_counter() - t)
                         opt_times[k].append(time.perf_counter() - t_opt)
+                steps_of = models = None
     finally:
         WeightGenerator.cropped_backward, hypernet._CroppedProduct = True, strided
     med = {k: float(np.median(v)) for k, v in times.items()}
@@ -145,7 +156,9 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
            "rounds": rounds, "steps": steps, "batch": batch}
     if "static_max" in med:
         out.update({f"ratio_{k[len('pruningnet_'):]}": round(med[k] / med["static_max"], 3)
-                    for k in med if k != "static_max"})
+                    for k in med if k.startswith("pruningnet_")})
+    if "static_same" in med and "pruningnet_now" in med:
+        out["ratio_now_vs_same"] = round(med["pruningnet_now"] / med["static_same"], 3)
     return out
 
 
@@ -317,10 +330,12 @@ def main() -> None:
         if bad:
             raise SystemExit(f"--arms {bad[0]!r}; accepted: {', '.join(FUSED224_ARMS)}")
         r = fused_rounds(args.rounds, args.steps, args.batch, arms)
-        arms = ", ".join(f"{k[len('pruningnet_'):]} {r[k + '_s']:.3f} s (ratio {r['ratio_' + k[len('pruningnet_'):]]:.3f}, "
-                         f"optimizer {r[k + '_opt_s']:.3f} s)" for k in FUSED224_ARMS if k + "_s" in r and k != "static_max")
+        pn = ", ".join(f"{k[len('pruningnet_'):]} {r[k + '_s']:.3f} s (ratio {r['ratio_' + k[len('pruningnet_'):]]:.3f}, "
+                       f"optimizer {r[k + '_opt_s']:.3f} s)" for k in FUSED224_ARMS if k + "_s" in r and k.startswith("pruningnet_"))
+        same = (f"; static of the same vectors {r['static_same_s']:.3f} s (now / same {r['ratio_now_vs_same']:.3f})"
+                if "ratio_now_vs_same" in r else "")
         print(f"MobileNetV2-1.4 at 224, batch {r['batch']}, random vectors ({r['rounds']} rounds x {r['steps']} steps): "
-              f"static max {r['static_max_s']:.3f} s; PruningNet {arms}")
+              f"static max {r['static_max_s']:.3f} s; PruningNet (over static max) {pn}{same}")
         if args.json:
             Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
     if "official224" in parts:
