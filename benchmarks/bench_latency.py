@@ -67,6 +67,9 @@ def mape_of(table: LatencyTable, space, X: np.ndarray, measured: np.ndarray) -> 
             "max_abs_pct": round(float(np.max(np.abs(err))), 2),
             "mape_without_calibration_pct": round(float(np.mean(np.abs(raw))), 2),
             "overhead_ms": o["ms"],
+            # the calibration's own timings (narrowest, middle, widest network per round): what a
+            # misread overhead (0.40 ms in one run where others read 1.0-1.3) can be traced to
+            "calibration_parts_ms": o.get("parts_ms"), "calibration_whole_ms": o.get("whole_ms"),
             "predicted_ms": [round(float(p), 3) for p in pred]}
 
 
