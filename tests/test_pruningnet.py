@@ -373,6 +373,33 @@ def test_cpu_candidates_are_scored_channels_last_with_the_same_proxy(smoke_run):
     assert a["top1"] > 0.5 and abs(a["top1"] - b["top1"]) <= 3 / 300 and abs(a["top5"] - b["top5"]) <= 3 / 300
 
 
+def test_candidates_are_scored_with_bn_folded_into_the_convs(smoke_run):
+    """Issue 17: before scoring, each BN is folded into its conv (one pass over every activation
+    fewer); the folded network computes the same logits up to float rounding and the proxy is the
+    unfolded network's accuracy."""
+    import copy
+
+    from metaprune.evaluation import accuracy, bn_batches, evaluate, generate
+    from metaprune.runs import open_run
+    from pruningnet.bn import fold_bn
+
+    run = open_run(smoke_run)
+    data, net = run.load_data(), run.load_pruningnet()
+    batches = bn_batches(data, 3, 64, 0, "cpu")
+    ch = run.space.uniform_channels(0.75)
+    model = generate(net, ch, data, batches=batches)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    folded = fold_bn(copy.deepcopy(model))
+    assert n_bn > 10 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = batches[0][:16]
+    with torch.no_grad():
+        a, b = model(x), folded(x)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max())), float((a - b).abs().max())
+    proxy = evaluate(net, ch, data, max_images=300, batches=batches)
+    plain = accuracy(model, data.search, 300, 128)
+    assert proxy["top1"] > 0.5 and abs(proxy["top1"] - plain["top1"]) <= 2 / 300
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "resnet50"])
 def test_cropped_backward_gradients_equal_autograds(name):
     """Issue 17: the generators' own backward (one full-size zero tensor written in place) gives the
