@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="end-to-end timings per vector, median")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--allocators", default=None, metavar="A,B,...",
-                    help="run the whole benchmark once per glibc malloc mode (steady, default; repeats allowed), "
+                    help="run the whole benchmark once per glibc malloc mode (steady, mapped, default; repeats allowed), "
                          "each in a fresh process in this order, and print them side by side")
     a = ap.parse_args()
     if a.allocators:

@@ -5,8 +5,10 @@ meta-training at 224.
 Run by hand: .venv/bin/python benchmarks/bench_pruningnet.py [--part step,eval,memory] [--threads 2]
 
 ``--part fused224`` (issue 17): MobileNetV2-1.4 at 224 (``--batch``, default 8), the static max
-network's step against the PruningNet's step on random vectors as before (autograd's backward through
-the weight crops, for-loop SGD), with only the fused optimizer (``meta_train._optimizer``), with the
+network's step against the PruningNet's step on random vectors with autograd's backward through the
+weight crops and for-loop SGD (since the strided product, autograd's backward of that product: the
+"before" of BENCHMARKS.md's first table, 0.988 s, was through a copied crop), with only the fused
+optimizer (``meta_train._optimizer``), with the
 cropped backward on a copied crop (the previous version) and as meta-training runs now (fused SGD, the
 cropped backward, a strided product: ``WeightGenerator``); MetaPruning's momentum and weight decay;
 alternated in rounds so drift of the machine hits every arm alike; ``--arms`` picks arms.
@@ -21,7 +23,8 @@ PruningNet (``PATH/mobilenetv2/searching/mobilenet_v2.py`` of a checkout of
 github.com/liuzechun/MetaPruning, imported from there, nothing copied; its ``infer``: reset BN
 statistics, 5 forward passes in train mode, then evaluation, regenerating weights every pass) beside
 ours in NCHW and channels-last, the latter also without folding BN into the convs before scoring (the
-version before ``pruningnet.bn.fold_bn``), alternated in rounds on random candidates.
+version before ``pruningnet.bn.fold_bn``), alternated in rounds on random candidates (our three arms in
+a rotating order).
 """
 from __future__ import annotations
 
@@ -92,7 +95,7 @@ FUSED224_ARMS = ("static_max", "static_same", "pruningnet_before", "pruningnet_f
 def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224_ARMS) -> dict:
     """Median step seconds, MobileNetV2-1.4 at 224, of the static max network (``static_max``), of a
     static network of each random vector (``static_same``) and of the PruningNet on those vectors:
-    ``pruningnet_before`` autograd's backward through the crops and for-loop SGD; ``_fused_sgd`` only
+    ``pruningnet_before`` autograd's backward through the (strided) product and for-loop SGD; ``_fused_sgd`` only
     the fused optimizer; ``_copied`` fused SGD and the cropped backward with the crop copied to one
     matrix (the version before the strided product); ``_now`` as meta-training runs; ``_max`` the same
     on the max vector. Also each arm's median optimizer step alone (``opt_s``: for the PruningNet one
@@ -139,6 +142,9 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
                     chs = [sp.max_channels()] * len(vecs) if k == "pruningnet_max" else vecs
                     steps_of = [(lambda ch=ch: net(x, ch), pn_opts[k]) for ch in chs]
                 for i, (fwd, opt) in enumerate(steps_of):
+                    if k == "static_same" and i:  # each network is new: one untimed step first, as every arm gets
+                        F.cross_entropy(fwd(), y).backward()
+                        opt.zero_grad(set_to_none=True)
                     t = time.perf_counter()
                     loss = F.cross_entropy(fwd(), y)
                     opt.zero_grad(set_to_none=True)
@@ -255,8 +261,10 @@ def official_rounds(path: str, rounds: int = 3, per_round: int = 2) -> dict:
                 theirs.eval()
                 theirs(xv, stage, mid).argmax(1)
             times["official"].append(time.perf_counter() - t)
-            for key, cl, fold in (("ours_nchw", False, True), ("ours_channels_last_unfolded", True, False),
-                                  ("ours_channels_last", True, True)):
+            arms = [("ours_nchw", False, True), ("ours_channels_last_unfolded", True, False),
+                    ("ours_channels_last", True, True)]
+            shift = len(times["official"]) % len(arms)  # each arm first, middle and last in turn
+            for key, cl, fold in arms[shift:] + arms[:shift]:
                 times[key].append(_ours224_s(ours, ch, bn, xv, cl, fold))
     med = {k: float(np.median(v)) for k, v in times.items()}
     return {**{f"{k}_s": round(v, 3) for k, v in med.items()},

@@ -11,6 +11,9 @@ our timings and jobs: the threshold is pinned at glibc's maximum (32 MiB on 64-b
 trimmed below 1 GiB, and no block is mapped on its own (``M_MMAP_MAX`` 0): blocks above 32 MiB (the
 PruningNet's full-size generator gradients, up to 229 MB each for MobileNetV2-1.4, allocated every
 step; activations of large batches at 224) come from the kept heap too instead of fresh pages per call.
+(This holds for the main thread's arena, where our steps allocate; glibc still maps a block a thread
+arena cannot hold. Forked processes, e.g. DataLoader workers, inherit the settings, and each keeps
+its own freed heap.)
 
 The same faults slow training: on the same VM, with the threshold pinned, a batch-8 step at 224 of the
 static MobileNetV2-1.4 took 25-29% less and the smoke meta-training 5-17% less

@@ -37,7 +37,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
     from .build import ConvBNAct
 
     for m in model.modules():
-        if isinstance(m, ConvBNAct) and isinstance(m.bn, nn.BatchNorm2d) and not m.bn.training:
+        if isinstance(m, ConvBNAct) and isinstance(m.bn, nn.BatchNorm2d) and not (m.conv.training or m.bn.training):
             m.conv = fuse_conv_bn_eval(m.conv, m.bn)
             m.bn = nn.Identity()
     return model

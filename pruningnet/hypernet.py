@@ -83,7 +83,10 @@ class _CroppedProduct(torch.autograd.Function):
     Autograd's own backward of the same expression materialises the outer product, then one zero-filled
     tensor per slice (two for a 2-D crop) and copies between them: for MobileNetV2-1.4's ~200M generator
     parameters that was about a quarter of a batch-8 step at 224 on a 2-core CPU (issue 17). Values
-    are the same products and sums, so gradients equal autograd's.
+    are the same products and sums, so in fp32 gradients equal autograd's bit for bit; under autocast
+    the generator input's gradient is summed in fp32 (autograd's bmm would sum in the autocast dtype).
+    The weight is saved as it is (no copy of its crop): autograd's version counter refuses a backward
+    after it was changed in place.
     """
 
     @staticmethod

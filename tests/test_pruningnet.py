@@ -373,7 +373,51 @@ def test_cpu_candidates_are_scored_channels_last_with_the_same_proxy(smoke_run):
     assert a["top1"] > 0.5 and abs(a["top1"] - b["top1"]) <= 3 / 300 and abs(a["top5"] - b["top5"]) <= 3 / 300
 
 
-def test_candidates_are_scored_with_bn_folded_into_the_convs(smoke_run):
+@pytest.mark.parametrize("cropped", [True, False])
+@pytest.mark.parametrize("shape", [(12, 10, 3), (12, 1, 3), (7, 9, 1)])  # k=3 conv, depthwise, linear-like
+def test_generator_product_equals_the_crop_times_h(shape, cropped):
+    """Issue 17: the strided product emits ``weight[:o, :i] @ h + bias[:o, :i]`` (checked against an
+    einsum on the crop, not against itself), and its gradients are the crop's outer products, also
+    when only some inputs need a gradient."""
+    from pruningnet.hypernet import WeightGenerator
+
+    max_out, max_in, k = shape
+    torch.manual_seed(0)
+    gen = WeightGenerator(max_out, max_in, k, hidden=5, std=0.3)
+    o, i = max_out - 3, max(1, max_in - 4)
+    r = torch.tensor([0.5, 0.75])
+    try:
+        WeightGenerator.cropped_backward = cropped
+        for frozen in ("", "fc1", "weight"):
+            for p in gen.parameters():
+                p.requires_grad_(True)
+                p.grad = None
+            for p in (gen.fc1.parameters() if frozen == "fc1" else [gen.weight] if frozen == "weight" else []):
+                p.requires_grad_(False)
+            w = gen(r, o, i)
+            h = (F.relu(gen.fc1(r)) * gen.scale).detach()
+            ref = torch.einsum("oiabh,h->oiab", gen.weight[:o, :i].detach(), h) + gen.bias[:o, :i].detach()
+            assert w.shape == (o, i, k, k) and torch.allclose(w, ref, atol=1e-6)
+            g = torch.randn_like(w)
+            w.backward(g)
+            if frozen != "weight":
+                expect = torch.zeros_like(gen.weight)
+                expect[:o, :i] = g.unsqueeze(-1) * h
+                assert torch.allclose(gen.weight.grad, expect, atol=1e-6)
+            else:
+                assert gen.weight.grad is None
+            if frozen != "fc1":
+                hidden = gen.fc1(r)
+                gh = torch.einsum("oiabh,oiab->h", gen.weight[:o, :i].detach(), g) * gen.scale * (hidden > 0)
+                assert torch.allclose(gen.fc1.bias.grad, gh, atol=1e-5)
+            else:
+                assert gen.fc1.weight.grad is None
+            assert torch.equal(gen.bias.grad[:o, :i], g) and not gen.bias.grad[o:].any()
+    finally:
+        WeightGenerator.cropped_backward = True
+
+
+def test_candidates_are_scored_with_bn_folded_into_the_convs(smoke_run, monkeypatch):
     """Issue 17: before scoring, each BN is folded into its conv (one pass over every activation
     fewer); the folded network computes the same logits up to float rounding and the proxy is the
     unfolded network's accuracy."""
@@ -395,8 +439,13 @@ def test_candidates_are_scored_with_bn_folded_into_the_convs(smoke_run):
     with torch.no_grad():
         a, b = model(x), folded(x)
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max())), float((a - b).abs().max())
+    import metaprune.evaluation as evaluation
+
+    folds = []
+    monkeypatch.setattr(evaluation, "fold_bn", lambda m: folds.append(m) or fold_bn(m))  # the real one, counted
     proxy = evaluate(net, ch, data, max_images=300, batches=batches)
     plain = accuracy(model, data.search, 300, 128)
+    assert len(folds) == 1 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folds[0].modules())
     assert proxy["top1"] > 0.5 and abs(proxy["top1"] - plain["top1"]) <= 2 / 300
 
 
