@@ -29,7 +29,8 @@ def fold_bn(model: nn.Module) -> nn.Module:
     """Fold every eval-mode BN of a :class:`~pruningnet.build.ConvBNAct` into its conv, in place.
 
     The same function up to float rounding, with one pass over each activation fewer: scoring a
-    candidate's 64 images at 224 (MobileNetV2-1.4, channels-last, 2 threads, AMD EPYC) took 15-31% less.
+    candidate's 64 images at 224 (MobileNetV2-1.4, channels-last, 2 threads, AMD EPYC) took 15-31% less
+    in a one-off check, a whole candidate of MetaPruning's protocol 5-8% less (BENCHMARKS.md, issue 17).
     For a network that is only evaluated afterwards (its BN modules become ``Identity``).
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
