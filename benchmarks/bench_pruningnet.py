@@ -98,7 +98,8 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
     ``pruningnet_before`` autograd's backward through the (strided) product and for-loop SGD; ``_fused_sgd`` only
     the fused optimizer; ``_copied`` fused SGD and the cropped backward with the crop copied to one
     matrix (the version before the strided product); ``_now`` as meta-training runs; ``_max`` the same
-    on the max vector. Also each arm's median optimizer step alone (``opt_s``: for the PruningNet one
+    on the max vector; each PruningNet arm on vectors of its own (see below), ``static_same`` on
+    ``pruningnet_now``'s, after it. Also each arm's median optimizer step alone (``opt_s``: for the PruningNet one
     pass over every generator parameter, the part no crop avoids). Ratios: each PruningNet arm over
     ``static_max`` (how MetaPruning's figure is defined: a random vector's step over the full
     network's), ``now`` over ``static_same`` and ``max`` over ``static_max`` (the same networks)."""
@@ -128,10 +129,18 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
     times: dict = {k: [] for k in arms}
     opt_times: dict = {k: [] for k in arms}
     try:
+        # Each PruningNet arm draws its own vectors: oneDNN caches a primitive per conv shape, so an arm
+        # run on vectors another arm has just run would find its shapes ready, which meta-training on
+        # fresh vectors does not (a static network's first step at a new shape: 0.278 s, again 0.195 s).
+        # static_same runs last, on pruningnet_now's vectors: a shared shape can only flatter it.
+        order = [k for k in arms if k != "static_same"] + [k for k in arms if k == "static_same"]
         for r in range(rounds):
-            rng = np.random.default_rng(r)  # the same vectors for every arm in a round
-            vecs = [sample_vectors(sp, rng, "uniform")[0] for _ in range(steps + 1)]
-            for k in arms:
+            drawn = {}
+            for j, k in enumerate(FUSED224_ARMS):
+                rng = np.random.default_rng([r, j])
+                drawn[k] = [sample_vectors(sp, rng, "uniform")[0] for _ in range(steps + 1)]
+            for k in order:
+                vecs = drawn["pruningnet_now" if k == "static_same" else k]
                 if k == "static_same":
                     models = [build_model(make_spec(sp, v)).train() for v in vecs]
                     steps_of = [(lambda m=m: m(x), loop_sgd(m)) for m in models]
