@@ -9,9 +9,13 @@ File format (JSON, written atomically)::
      "overheads": {SPACE_KEY: {"space", "options", "ms", "parts_ms", "whole_ms"}}}
 
 A network's predicted latency = sum of its terms' entries (interpolated on the grid) + the space's
-overhead, a constant measured once per network structure: the median of (end-to-end - sum of the
-same network's terms timed just before) over three calibration networks (narrowest, middle and
-widest uniform vectors), three rounds each. Entries are measured in a seeded shuffled order.
+overhead, measured once per network structure: for three calibration networks (narrowest, middle and
+widest uniform vectors), three rounds each, the gap end-to-end - sum of the same network's terms
+timed just before. The gap grows with the network (smoke space, cpu clock: 0.2, 0.9, 2.2 ms for
+1.7, 3.3, 6.2 ms of terms; BENCHMARKS.md, issue 17), so a network's overhead is the gap interpolated
+at its own sum of terms between the three networks' median gaps (held constant beyond them);
+``ms``, the median of all nine gaps, is what tables before that used as one constant. Entries are
+measured in a seeded shuffled order.
 
 Loading a table measured under another key (device name or torch version) *warns*; measuring a
 missing entry into such a table raises :class:`UserError` (it would mix machines).
@@ -59,6 +63,21 @@ def space_key(space: Space) -> str:
     opts = {k: v for k, v in sorted(space.options.items()) if k not in ("ratios", "fixed_units")}
     digest = hashlib.sha1(json.dumps([space.name, opts], sort_keys=True).encode()).hexdigest()[:12]
     return f"{space.name}:{digest}"
+
+
+def overhead_at(entry: Mapping, terms_ms: np.ndarray) -> np.ndarray:
+    """The calibration ``entry``'s overhead for networks whose terms sum to ``terms_ms``: each
+    calibration network's median gap, interpolated linearly at its median sum of terms (constant
+    beyond the narrowest and widest). An entry without per-network timings gives its constant ``ms``."""
+    n = entry.get("networks")
+    parts, whole = entry.get("parts_ms"), entry.get("whole_ms")
+    if not n or not parts or len(parts) != len(whole) or len(parts) % n:
+        return np.full(np.shape(terms_ms), float(entry["ms"]))
+    p = np.asarray(parts, dtype=float).reshape(-1, n)  # rounds x networks, as calibrate() times them
+    gaps = np.median(np.asarray(whole, dtype=float).reshape(-1, n) - p, axis=0)
+    xs = np.median(p, axis=0)
+    order = np.argsort(xs)
+    return np.interp(terms_ms, xs[order], gaps[order])
 
 
 class LatencyTable:
@@ -163,6 +182,7 @@ class LatencyTable:
                     whole_ms.append(whole)
         overhead = float(np.median(np.array(whole_ms) - np.array(parts_ms)))
         self.overheads[space_key(space)] = {"space": space.name, "ms": round(overhead, 6),
+                                            "networks": len(nets),
                                             "parts_ms": [round(g, 4) for g in parts_ms],
                                             "whole_ms": [round(g, 4) for g in whole_ms],
                                             "options": {k: v for k, v in space.options.items()
@@ -214,6 +234,10 @@ class LatencyTable:
             total += values[inverse]
         return total
 
+    def terms_ms(self, space: Space, X) -> np.ndarray:
+        """The sum of each row's term entries (the prediction without the overhead)."""
+        return self._terms_ms(space, self._matrix(space, X))
+
     def predict_ms(self, space: Space, X) -> np.ndarray:
         """Predicted latency in ms of each row of ``X`` ((N, units) ints in ``space.unit_names``
         order, or one channels dict); missing entries are measured and persisted first."""
@@ -223,7 +247,7 @@ class LatencyTable:
             self.calibrate(space)
             if self.path is not None:
                 self.save()
-        return terms + self.overheads[space_key(space)]["ms"]
+        return terms + overhead_at(self.overheads[space_key(space)], terms)
 
     def breakdown_ms(self, space: Space, channels: Mapping[str, int]) -> dict[str, float]:
         """``{term name: ms}`` for one channels dict, plus ``"overhead"``; sums to the prediction."""
@@ -235,7 +259,7 @@ class LatencyTable:
             self.measure([s for s, _ in pts])
             out[term.name] = sum(w * self.entries[s.key()] for s, w in pts)
         self.predict_ms(space, x)  # ensures the overhead exists
-        out["overhead"] = self.overheads[space_key(space)]["ms"]
+        out["overhead"] = float(overhead_at(self.overheads[space_key(space)], np.array([sum(out.values())]))[0])
         return out
 
     # ---- files -----------------------------------------------------------------------------
