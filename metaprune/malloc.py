@@ -59,7 +59,8 @@ def malloc_mode() -> str:
 def steady_allocator() -> bool:
     """Pin glibc's mmap and trim thresholds for this process (``steady``: and map no block on its own);
     True if glibc took every setting."""
-    if malloc_mode() == "default" or not sys.platform.startswith("linux"):
+    mode = malloc_mode()
+    if mode == "default" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -68,6 +69,6 @@ def steady_allocator() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     took = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
-    if malloc_mode() == "steady":
+    if mode == "steady":
         took.append(mallopt(M_MMAP_MAX, 0))
     return all(took)

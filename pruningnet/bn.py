@@ -5,6 +5,9 @@ from typing import Iterable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .build import ConvBNAct
 
 
 @torch.no_grad()
@@ -33,10 +36,6 @@ def fold_bn(model: nn.Module) -> nn.Module:
     in a one-off check, a whole candidate of MetaPruning's protocol 5-8% less (BENCHMARKS.md, issue 17).
     For a network that is only evaluated afterwards (its BN modules become ``Identity``).
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    from .build import ConvBNAct
-
     for m in model.modules():
         if isinstance(m, ConvBNAct) and isinstance(m.bn, nn.BatchNorm2d) and not (m.conv.training or m.bn.training):
             m.conv = fuse_conv_bn_eval(m.conv, m.bn)

@@ -63,8 +63,7 @@ class WeightGenerator(nn.Module):
         h = F.relu(self.fc1(ratios)) * self.scale
         if self.cropped_backward:
             return _CroppedProduct.apply(self.weight, self.bias, h, out_chs, in_chs)
-        y = _emit(_crop3(self.weight, out_chs, in_chs), h)
-        return y.view(out_chs, in_chs, *self.weight.shape[2:4]) + self.bias[:out_chs, :in_chs]
+        return _product(self.weight, self.bias, h, out_chs, in_chs)
 
 
 def _outside_zeroed(shape: torch.Size, dtype: torch.dtype, device: torch.device, o: int, i: int) -> torch.Tensor:
@@ -91,8 +90,7 @@ class _CroppedProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, bias: torch.Tensor, h: torch.Tensor, out_chs: int, in_chs: int):
-        crop = _crop3(weight, out_chs, in_chs)
-        y = _emit(crop, h).view(out_chs, in_chs, *weight.shape[2:4]) + bias[:out_chs, :in_chs]
+        y = _product(weight, bias, h, out_chs, in_chs)
         ctx.save_for_backward(weight, h)  # the parameter itself, no copy of its crop
         ctx.crop, ctx.shapes = (out_chs, in_chs), (bias.shape, bias.dtype)
         return y
@@ -120,6 +118,12 @@ def _crop3(weight: torch.Tensor, out_chs: int, in_chs: int) -> torch.Tensor:
     where flattening the crop to one matrix would copy it."""
     o_max, i_max, k1, k2, hid = weight.shape
     return weight.view(o_max, i_max * k1 * k2, hid)[:out_chs, :in_chs * k1 * k2]
+
+
+def _product(weight: torch.Tensor, bias: torch.Tensor, h: torch.Tensor, out_chs: int, in_chs: int) -> torch.Tensor:
+    """``weight[:out, :in] @ h + bias[:out, :in]``, the emitted ``(out, in, k, k)`` weight."""
+    y = _emit(_crop3(weight, out_chs, in_chs), h)
+    return y.view(out_chs, in_chs, *weight.shape[2:4]) + bias[:out_chs, :in_chs]
 
 
 def _emit(crop: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

@@ -258,8 +258,7 @@ class LatencyTable:
             pts = term_points(term, axes, resolve(term.in_ref, channels), resolve(term.out_ref, channels))
             self.measure([s for s, _ in pts])
             out[term.name] = sum(w * self.entries[s.key()] for s, w in pts)
-        self.predict_ms(space, x)  # ensures the overhead exists
-        out["overhead"] = float(overhead_at(self.overheads[space_key(space)], np.array([sum(out.values())]))[0])
+        out["overhead"] = float(self.predict_ms(space, x)[0]) - sum(out.values())  # calibrates if needed
         return out
 
     # ---- files -----------------------------------------------------------------------------
