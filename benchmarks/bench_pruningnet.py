@@ -9,8 +9,10 @@ network's step against the PruningNet's step on random vectors with autograd's b
 weight crops and for-loop SGD (since the strided product, autograd's backward of that product: the
 "before" of BENCHMARKS.md's first table, 0.988 s, was through a copied crop), with only the fused
 optimizer (``meta_train._optimizer``), with the
-cropped backward on a copied crop (the previous version) and as meta-training runs now (fused SGD, the
-cropped backward, a strided product: ``WeightGenerator``); MetaPruning's momentum and weight decay;
+cropped backward on a copied crop, on a strided crop with every layer a conv on NCHW input (the
+previous versions) and as meta-training runs now (fused SGD, the cropped backward, a strided product:
+``WeightGenerator``; 1x1 convs as matrix products, channels-last input); the static max network also in
+channels-last (its faster layout on the CPU); MetaPruning's momentum and weight decay;
 alternated in rounds so drift of the machine hits every arm alike; ``--arms`` picks arms.
 
 ``--part eval_cl`` (issue 17): one candidate's evaluation with the network in NCHW and channels-last,
@@ -88,18 +90,21 @@ class _CopiedCropProduct(torch.autograd.Function):
         return gw, gb, torch.matmul(flat.t(), g.reshape(-1)), None, None
 
 
-FUSED224_ARMS = ("static_max", "static_same", "pruningnet_before", "pruningnet_fused_sgd", "pruningnet_copied",
-                 "pruningnet_now", "pruningnet_max")
+FUSED224_ARMS = ("static_max", "static_max_cl", "static_same", "pruningnet_before", "pruningnet_fused_sgd",
+                 "pruningnet_copied", "pruningnet_conv", "pruningnet_now", "pruningnet_max")
 
 
 def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224_ARMS) -> dict:
-    """Median step seconds, MobileNetV2-1.4 at 224, of the static max network (``static_max``), of a
-    static network of each random vector (``static_same``) and of the PruningNet on those vectors:
+    """Median step seconds, MobileNetV2-1.4 at 224, of the static max network (``static_max``; in
+    channels-last ``static_max_cl``), of a static network of each random vector (``static_same``, in
+    ``pruningnet_now``'s layout) and of the PruningNet on those vectors:
     ``pruningnet_before`` autograd's backward through the (strided) product and for-loop SGD; ``_fused_sgd`` only
     the fused optimizer; ``_copied`` fused SGD and the cropped backward with the crop copied to one
-    matrix (the version before the strided product); ``_now`` as meta-training runs; ``_max`` the same
-    on the max vector; each PruningNet arm on vectors of its own (see below), ``static_same`` on
-    ``pruningnet_now``'s, after it. Also each arm's median optimizer step alone (``opt_s``: for the PruningNet one
+    matrix (the version before the strided product); ``_conv`` the strided product with every layer a
+    conv and NCHW input (the version before pointwise products and channels-last); ``_now`` as
+    meta-training runs (1x1 convs as matrix products, channels-last input); ``_max`` the same
+    on the max vector. The arms before ``_now`` run 1x1 convs as convs on NCHW input. Each PruningNet
+    arm runs on vectors of its own (see below), ``static_same`` on ``pruningnet_now``'s, after it. Also each arm's median optimizer step alone (``opt_s``: for the PruningNet one
     pass over every generator parameter, the part no crop avoids). Ratios: each PruningNet arm over
     ``static_max`` (how MetaPruning's figure is defined: a random vector's step over the full
     network's), ``now`` over ``static_same`` and ``max`` over ``static_max`` (the same networks)."""
@@ -118,14 +123,19 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
     def loop_sgd(m):
         return torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5, foreach=False)
 
-    strided = hypernet._CroppedProduct
+    strided, matmul_devices = hypernet._CroppedProduct, hypernet.POINTWISE_MATMUL_DEVICES
     pn_opts = {"pruningnet_before": loop_sgd(net)}
-    pn_opts.update({k: _optimizer(net, tc) for k in ("pruningnet_fused_sgd", "pruningnet_copied", "pruningnet_now",
-                                                     "pruningnet_max")})
-    static_opt = loop_sgd(static)
-    settings = {"pruningnet_before": (False, strided), "pruningnet_fused_sgd": (False, strided),
-                "pruningnet_copied": (True, _CopiedCropProduct), "pruningnet_now": (True, strided),
-                "pruningnet_max": (True, strided)}
+    pn_opts.update({k: _optimizer(net, tc) for k in ("pruningnet_fused_sgd", "pruningnet_copied", "pruningnet_conv",
+                                                     "pruningnet_now", "pruningnet_max")})
+    # (cropped backward, product, devices with 1x1 convs as products, channels-last input)
+    settings = {"pruningnet_before": (False, strided, (), False), "pruningnet_fused_sgd": (False, strided, (), False),
+                "pruningnet_copied": (True, _CopiedCropProduct, (), False),
+                "pruningnet_conv": (True, strided, (), False),
+                "pruningnet_now": (True, strided, ("cpu",), True), "pruningnet_max": (True, strided, ("cpu",), True)}
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    static_cl = build_model(make_spec(sp, sp.max_channels())).train().to(memory_format=torch.channels_last)
+    static_cl.load_state_dict(static.state_dict())
+    static_opt, static_cl_opt = loop_sgd(static), loop_sgd(static_cl)
     times: dict = {k: [] for k in arms}
     opt_times: dict = {k: [] for k in arms}
     try:
@@ -142,14 +152,19 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
             for k in order:
                 vecs = drawn["pruningnet_now" if k == "static_same" else k]
                 if k == "static_same":
-                    models = [build_model(make_spec(sp, v)).train() for v in vecs]
-                    steps_of = [(lambda m=m: m(x), loop_sgd(m)) for m in models]
+                    cl = settings["pruningnet_now"][3]
+                    models = [build_model(make_spec(sp, v)).train().to(
+                        memory_format=torch.channels_last if cl else torch.contiguous_format) for v in vecs]
+                    steps_of = [(lambda m=m: m(xcl if cl else x), loop_sgd(m)) for m in models]
                 elif k == "static_max":
                     steps_of = [(lambda: static(x), static_opt)] * len(vecs)
+                elif k == "static_max_cl":
+                    steps_of = [(lambda: static_cl(xcl), static_cl_opt)] * len(vecs)
                 else:
-                    WeightGenerator.cropped_backward, hypernet._CroppedProduct = settings[k]
+                    (WeightGenerator.cropped_backward, hypernet._CroppedProduct, hypernet.POINTWISE_MATMUL_DEVICES,
+                     cl) = settings[k]
                     chs = [sp.max_channels()] * len(vecs) if k == "pruningnet_max" else vecs
-                    steps_of = [(lambda ch=ch: net(x, ch), pn_opts[k]) for ch in chs]
+                    steps_of = [(lambda ch=ch, xin=xcl if cl else x: net(xin, ch), pn_opts[k]) for ch in chs]
                 for i, (fwd, opt) in enumerate(steps_of):
                     if k == "static_same" and i:  # each network is new: one untimed step first, as every arm gets
                         F.cross_entropy(fwd(), y).backward()
@@ -165,7 +180,8 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
                         opt_times[k].append(time.perf_counter() - t_opt)
                 steps_of = models = None
     finally:
-        WeightGenerator.cropped_backward, hypernet._CroppedProduct = True, strided
+        WeightGenerator.cropped_backward, hypernet._CroppedProduct, hypernet.POINTWISE_MATMUL_DEVICES = (
+            True, strided, matmul_devices)
     med = {k: float(np.median(v)) for k, v in times.items()}
     out = {**{f"{k}_s": round(v, 4) for k, v in med.items()},
            **{f"{k}_opt_s": round(float(np.median(v)), 4) for k, v in opt_times.items()},
@@ -175,6 +191,9 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
                     for k in med if k.startswith("pruningnet_")})
     if "static_same" in med and "pruningnet_now" in med:
         out["ratio_now_vs_same"] = round(med["pruningnet_now"] / med["static_same"], 3)
+    if "static_max_cl" in med:  # over the static max network in channels-last, its faster layout on the CPU
+        out.update({f"ratio_{k[len('pruningnet_'):]}_vs_max_cl": round(med[k] / med["static_max_cl"], 3)
+                    for k in med if k.startswith("pruningnet_")})
     return out
 
 
@@ -357,6 +376,10 @@ def main() -> None:
                        f"optimizer {r[k + '_opt_s']:.3f} s)" for k in FUSED224_ARMS if k + "_s" in r and k.startswith("pruningnet_"))
         same = (f"; static of the same vectors {r['static_same_s']:.3f} s (now / same {r['ratio_now_vs_same']:.3f})"
                 if "ratio_now_vs_same" in r else "")
+        if "static_max_cl_s" in r:
+            same += f"; static max channels-last {r['static_max_cl_s']:.3f} s" + "".join(
+                f", {k[len('ratio_'):-len('_vs_max_cl')]} over it {v:.3f}" for k, v in r.items()
+                if k.endswith("_vs_max_cl"))
         print(f"MobileNetV2-1.4 at 224, batch {r['batch']}, random vectors ({r['rounds']} rounds x {r['steps']} steps): "
               f"static max {r['static_max_s']:.3f} s; PruningNet (over static max) {pn}{same}")
         if args.json:

@@ -106,6 +106,8 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
                         f"{' or '.join(_type_name(a) for a in args)}")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and ("on" if value else "off") in allowed:
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off (and yes/no) as a boolean
         if value not in allowed:
             raise UserError(f"config key {key}={value!r} is not accepted; accepted: "
                             f"{', '.join(map(str, allowed))}")

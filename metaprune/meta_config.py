@@ -48,6 +48,8 @@ class TrainConfig:
     augment: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    # NHWC inputs; auto: on (CPU and CUDA). On the CPU with the PruningNet's 1x1 convs as matrix
+    # products it was 18% faster at 224 and not slower on the smoke configs (BENCHMARKS.md, issue 17)
     channels_last: Literal["auto", "on", "off"] = "auto"
     threads: int | None = None
     checkpoint_every_steps: int = 50

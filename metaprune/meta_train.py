@@ -134,7 +134,7 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
     use_cuda = device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
         tc.amp, torch.bfloat16 if (tc.amp == "auto" and use_cuda) else None)
-    channels_last = tc.channels_last == "on" or (tc.channels_last == "auto" and use_cuda)
+    channels_last = tc.channels_last != "off"  # auto: on (meta_config.py)
 
     torch.manual_seed(cfg.seed)
     net = PruningNet(run.space, hidden=cfg.model.hidden, generator_input=cfg.model.generator_input).to(device)

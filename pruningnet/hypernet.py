@@ -183,6 +183,34 @@ class _Source:
         return self.fn(layer)
 
 
+# Device types on which a generated 1x1 conv (stride 1, not depthwise) runs as a matrix product.
+# On the CPU a conv goes through oneDNN, which builds (JIT-compiles) a primitive per new shape: a
+# static network pays that once, meta-training on every step, since each sampled vector brings new
+# channel counts (the cache keeps ~1024 primitives). A matrix product has no per-shape setup. A
+# PruningNet step at 224, batch 8, random vectors, AMD EPYC, 2 threads: 0.451 s as convs, 0.423 s as
+# products; the same vector repeated (shapes cached) 0.347 vs 0.370 s, so static networks keep the
+# conv. Not on CUDA until measured there (``benchmarks/gpu_check.py``).
+POINTWISE_MATMUL_DEVICES: tuple[str, ...] = ("cpu",)
+
+
+def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 conv of stride 1 (``w``: ``(out, in, 1, 1)``) as one matrix product, in ``x``'s layout:
+    channels-last input is ``(N*H*W, in)`` rows (a view), NCHW input ``N`` matrices ``(in, H*W)``."""
+    w2 = w.view(w.shape[0], w.shape[1])
+    n, c, h, wd = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return F.linear(x.permute(0, 2, 3, 1), w2, b).permute(0, 3, 1, 2)
+    y = torch.matmul(w2, x.reshape(n, c, h * wd))
+    if b is not None:
+        y = y + b.view(-1, 1)
+    return y.view(n, -1, h, wd)
+
+
+def _as_matmul(layer: Layer, x: torch.Tensor) -> bool:
+    return (layer.kernel == 1 and layer.stride == 1 and layer.padding == 0 and not layer.depthwise
+            and x.device.type in POINTWISE_MATMUL_DEVICES)
+
+
 class _GenConvBN(nn.Module):
     """A generated conv, BN on batch statistics without affine parameters, the activation."""
 
@@ -192,8 +220,11 @@ class _GenConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, _ = self.source(self.layer)
-        groups = w.shape[0] if self.layer.depthwise else 1
-        x = F.conv2d(x, w, None, self.layer.stride, self.layer.padding, 1, groups)
+        if _as_matmul(self.layer, x):
+            x = _pointwise(x, w)
+        else:
+            groups = w.shape[0] if self.layer.depthwise else 1
+            x = F.conv2d(x, w, None, self.layer.stride, self.layer.padding, 1, groups)
         return self.act(F.batch_norm(x, None, None, training=True))
 
 
@@ -208,6 +239,8 @@ class _GenBiased(nn.Module):
         w, b = self.source(self.layer)
         if self.layer.kind == "linear":
             return F.linear(x, w, b)
+        if _as_matmul(self.layer, x):
+            return _pointwise(x, w, b)
         return F.conv2d(x, w, b, self.layer.stride, self.layer.padding)
 
 

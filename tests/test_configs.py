@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from metaprune.config import load_config
+from pruningnet.errors import UserError
 from metaprune.meta_config import MetaTrainConfig
 from metaprune.search.config import SearchConfig
 from metaprune.training.recipe import load_train_config
@@ -51,3 +52,15 @@ def test_shipped_configs_go_by_name():
     assert config_path("smoke") == CONFIGS.resolve() / "smoke.yaml"
     assert config_path("pareto", "search") == CONFIGS.resolve() / "search" / "pareto.yaml"
     assert config_path("cifar10", "train") == CONFIGS.resolve() / "train" / "cifar10.yaml"
+
+
+def test_bare_on_and_off_that_yaml_reads_as_booleans_are_the_words(tmp_path):
+    """PyYAML (YAML 1.1) reads ``off``/``on`` as booleans; a key whose values are words takes them as
+    the words (``--set train.channels_last=off`` was refused with "accepted: auto, on, off")."""
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  channels_last: off\n  amp: off\n")
+    cfg = load_config(MetaTrainConfig, f)
+    assert cfg.train.channels_last == "off" and cfg.train.amp == "off"
+    assert load_config(MetaTrainConfig, f, {"train.channels_last": True}).train.channels_last == "on"
+    with pytest.raises(UserError, match="train.amp=True is not accepted"):  # amp has no "on"
+        load_config(MetaTrainConfig, f, {"train.amp": True})

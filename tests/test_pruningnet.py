@@ -45,8 +45,62 @@ def test_forward_equals_generated_static_network(name, opts, generator_input):
         net.eval()
         with torch.no_grad():
             a, b = net(x, ch), model(x)
+            a_cl = net(x.contiguous(memory_format=torch.channels_last), ch)  # as meta-training feeds it
         assert a.shape == (16, 10)
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+        assert torch.allclose(a_cl, b, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_slice"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_product_equals_a_1x1_conv(layout, bias):
+    """A generated 1x1 conv run as a matrix product (on the CPU) computes F.conv2d's output and
+    gradients, whatever the input's layout (a channel slice, as ShuffleNetV2's split, is neither)."""
+    from pruningnet.hypernet import _pointwise
+
+    torch.manual_seed(0)
+    x0 = torch.randn(3, 12, 5, 7)
+    if layout == "channels_last":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 12 if layout != "channel_slice" else 5, 1, 1, requires_grad=True)
+    b = torch.randn(6, requires_grad=True) if bias else None
+    x = (x0[:, 7:] if layout == "channel_slice" else x0).detach().requires_grad_()
+    got = _pointwise(x, w, b)
+    want = F.conv2d(x, w, b)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    g = torch.randn_like(want)
+    grads = torch.autograd.grad(got, [x, w] + ([b] if bias else []), g)
+    expect = torch.autograd.grad(want, [x, w] + ([b] if bias else []), g)
+    for a, e in zip(grads, expect):
+        assert torch.allclose(a, e, atol=1e-4)
+    assert got.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+
+
+def test_pointwise_convs_run_as_products_on_the_cpu_only_where_listed(monkeypatch):
+    """With the CPU listed (the default) no 1x1 conv of a MobileNetV2 PruningNet reaches F.conv2d; with
+    it unlisted, every conv does, and the outputs agree."""
+    from pruningnet import hypernet
+
+    sp = get_space("mobilenet_v2", width_mult=0.35, small_input=True, input_size=32, num_classes=10)
+    torch.manual_seed(0)
+    net = PruningNet(sp, hidden=4).eval()  # no dropout; BN uses batch statistics either way
+    x, ch = torch.randn(4, 3, 32, 32), sp.max_channels()
+    kernels = []
+    conv2d = F.conv2d
+
+    def counting(inp, weight, *a, **k):
+        kernels.append(weight.shape[-1])
+        return conv2d(inp, weight, *a, **k)
+
+    monkeypatch.setattr(hypernet.F, "conv2d", counting)
+    assert hypernet.POINTWISE_MATMUL_DEVICES == ("cpu",)
+    with torch.no_grad():
+        a = net(x, ch)
+        assert kernels and set(kernels) == {3}  # the stem and the depthwise convs only
+        kernels.clear()
+        monkeypatch.setattr(hypernet, "POINTWISE_MATMUL_DEVICES", ())
+        b = net(x, ch)
+    assert 1 in kernels and torch.allclose(a, b, atol=1e-4)
 
 
 @pytest.mark.parametrize("name, opts", [("mobilenet_v1", {"width_mult": 0.25}),
