@@ -96,41 +96,63 @@ def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int, pool: 
     """PruningNet step vs the static max network's step at the same batch.
 
     ``meta_ms``: a new random vector every step (every conv a shape not seen before: per-shape work of
-    the backend, e.g. cuDNN's plan choice, is paid each step, as early in meta-training). ``meta_pool_ms``:
-    steps cycling through ``pool`` vectors after one warm-up pass over each (shapes seen before, as
-    late in a long meta-training, once the backend's per-shape caches hold most shapes).
+    the backend, e.g. cuDNN's plan choice, is paid each step, as early in meta-training), channels-last
+    input and the library's defaults, as meta-training runs. ``meta_pool_ms``: the same cycling through
+    ``pool`` vectors after one warm-up pass over each (shapes seen before, as late in a long
+    meta-training, once the backend's per-shape caches hold most shapes). ``meta_nchw_conv_ms``: NCHW
+    input, every 1x1 conv a conv (the version before issue 17's pointwise products);
+    ``meta_matmul_ms``: channels-last, 1x1 convs as matrix products on this device (on the CPU the
+    default; on a GPU the figure that decides whether ``POINTWISE_MATMUL_DEVICES`` should list it).
+    ``static_ms`` / ``static_cl_ms``: the static max network, NCHW / channels-last.
     """
+    from pruningnet import hypernet
+
     torch.manual_seed(0)
     net = PruningNet(space).to(dev).train()
     opt = _sgd(net.parameters())
     x, y = _batch(batch, size, space.options["num_classes"], dev)
+    xcl = x.contiguous(memory_format=torch.channels_last)
     rng = random.Random(0)
     seen = itertools.cycle([_vector(space, rng) for _ in range(pool)])
 
-    def meta(ch=None) -> None:
-        loss = F.cross_entropy(net(x, ch or _vector(space, rng)), y)
+    def meta(ch=None, inp=xcl) -> None:
+        loss = F.cross_entropy(net(inp, ch or _vector(space, rng)), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
+    default = hypernet.POINTWISE_MATMUL_DEVICES
     meta_ms = _times_ms(meta, dev, warmup, steps)
     pool_ms = _times_ms(lambda: meta(next(seen)), dev, pool, steps)
+    try:
+        hypernet.POINTWISE_MATMUL_DEVICES = ()
+        nchw_conv_ms = _times_ms(lambda: meta(inp=x), dev, warmup, steps)
+        hypernet.POINTWISE_MATMUL_DEVICES = (dev.type,)
+        matmul_ms = _times_ms(meta, dev, warmup, steps)
+    finally:
+        hypernet.POINTWISE_MATMUL_DEVICES = default
     gen_params = sum(p.numel() for p in net.parameters())
     del net, opt
     static = build_model(make_spec(space, space.max_channels())).to(dev).train()
     sopt = _sgd(static.parameters())
 
-    def plain() -> None:
-        loss = F.cross_entropy(static(x), y)
+    def plain(inp=x) -> None:
+        loss = F.cross_entropy(static(inp), y)
         sopt.zero_grad(set_to_none=True)
         loss.backward()
         sopt.step()
 
     static_ms = _times_ms(plain, dev, warmup, steps)
+    static.to(memory_format=torch.channels_last)
+    static_cl_ms = _times_ms(lambda: plain(xcl), dev, warmup, steps)
     m, s = statistics.median(meta_ms), statistics.median(static_ms)
     mp = statistics.median(pool_ms)
+    med = {k: round(statistics.median(v), 2) for k, v in (("meta_nchw_conv_ms", nchw_conv_ms),
+                                                          ("meta_matmul_ms", matmul_ms),
+                                                          ("static_cl_ms", static_cl_ms))}
     return {"batch": batch, "input": size, "meta_ms": round(m, 2), "static_ms": round(s, 2),
             "ratio": round(m / s, 3), "meta_pool_ms": round(mp, 2), "ratio_pool": round(mp / s, 3),
+            **med, "ratio_vs_static_cl": round(m / med["static_cl_ms"], 3),
             "pool": pool, "generator_params": gen_params}
 
 
@@ -274,6 +296,7 @@ def profile_meta_step(space, batch: int, size: int, dev, steps: int = 3) -> dict
     net = PruningNet(space).to(dev).train()
     opt = _sgd(net.parameters())
     x, y = _batch(batch, size, space.options["num_classes"], dev)
+    x = x.contiguous(memory_format=torch.channels_last)  # as meta-training feeds it
     rng = random.Random(0)
 
     def step() -> None:

@@ -18,6 +18,7 @@ def test_gpu_check_quick_on_cpu_writes_every_figure_without_ray_or_deap(tmp_path
     assert doc["quick"] is True and doc["imported"] == []  # no Ray, DEAP or YAML: the GPU machines lack them
     assert [m["batch"] for m in doc["meta_step"]] == [4, 8]
     assert all(m["meta_ms"] > 0 and m["static_ms"] > 0 and m["ratio"] > 0 and m["meta_pool_ms"] > 0 for m in doc["meta_step"])
+    assert all(m["meta_nchw_conv_ms"] > 0 and m["meta_matmul_ms"] > 0 and m["static_cl_ms"] > 0 for m in doc["meta_step"])
     assert doc["resnet50_memory"]["generator_params"] > 0
     ev = doc["candidate_eval"]
     assert ev["candidates"] == 2 and 0 < ev["min_s"] <= ev["median_s"] <= ev["max_s"]
