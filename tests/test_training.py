@@ -20,8 +20,8 @@ FAST = ["--recipe", "smoke", "--set", "recipe.max_train_images=256", "--set", "r
         "--quiet"]
 
 
-def _space():
-    return get_space("mobilenet_v1", **SPACE)
+def _space(**options):
+    return get_space("mobilenet_v1", **{**SPACE, **options})
 
 
 def _spec_file(tmp: Path, name: str, seed: int, proxy_top1: float) -> Path:
@@ -200,6 +200,33 @@ def test_a_bad_recipe_key_is_named(cli, tmp_path):
     f = _spec_file(tmp_path, "e", 5, 50.0)
     code, _, err = cli("train", tmp_path / "run", "--spec", f, "--set", "recipe.lr=-1")
     assert code == 2 and "recipe.lr=-1" in err
+
+
+@pytest.mark.parametrize("channels_last", [None, False])
+def test_scratch_training_is_channels_last_by_default(channels_last):
+    """A trial of the default recipe trains an NHWC model (faster on the CPU too,
+    benchmarks/bench_scratch_layout.py); ``recipe.channels_last: false`` keeps NCHW."""
+    import torch
+
+    from metaprune.data.splits import TensorSplit
+    from metaprune.training.loop import ScratchData, fit
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (64,), generator=g)
+    images = (torch.rand(64, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+    split = TensorSplit(images, labels, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    data = ScratchData("generated", split, split, 10, 3, 32)
+    sp = _space(in_channels=3)
+    recipe = Recipe(epochs=1, batch_size=32, eval_batch_size=64)
+    if channels_last is not None:
+        recipe = Recipe(**{**recipe.__dict__, "channels_last": channels_last})
+    trial = {"space": sp.name, "options": dict(sp.options), "channels": sp.min_channels(), "recipe": dict(recipe.__dict__),
+             "seed": 0, "epochs": 1, "threads": 1, "gpus": 0}
+    states = []
+    fit(trial, data, on_epoch=lambda e, m, st: states.append(st))
+    stem = next(w for w in states[0]["model"].values() if w.dim() == 4 and w.shape[1] > 1 and w.shape[-1] > 1)
+    assert stem.is_contiguous(memory_format=torch.channels_last) == (channels_last is None)
+    assert stem.is_contiguous() == (channels_last is False)
 
 
 @pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp16", False)])
