@@ -1,9 +1,9 @@
 """Scratch training on the CPU in NCHW vs channels-last (``recipe.channels_last``), end to end.
 
-Each arm trains the smoke space's max network and its uniform 0.75 network from scratch on the real
+Each arm trains the smoke space's (``--config``) max network and its uniform 0.75 network from scratch on the real
 MNIST digits (``mnist5k``) with the smoke recipe at the quickstart's size (``--epochs``, 3,500 training
 and 1,000 test images) through ``metaprune.training.loop.fit``, the function every Tune trial runs,
-at 1 and 2 torch threads; arms alternate in rounds, seeds differ by round. Reports wall seconds per
+at 1 and 2 torch threads; arms alternate in rounds (the layout that goes first too), seeds differ by round. Reports wall seconds per
 trial and test top-1 (the layouts differ in rounding only, so top-1 should agree within seed noise).
 Run by hand::
 
@@ -31,9 +31,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--config", default="smoke", help="a shipped meta-training config: its space and data")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    cfg = load_config(MetaTrainConfig, REPO / "configs" / "smoke.yaml")
+    cfg = load_config(MetaTrainConfig, REPO / "configs" / f"{args.config}.yaml")
     splits = cfg.data.load(cfg.seed)
     space = resolve_space(cfg, splits)
     base = load_train_config(str(REPO / "configs" / "train" / "smoke.yaml")).recipe
@@ -43,7 +44,7 @@ def main() -> None:
     for r in range(args.rounds):
         for threads in map(int, args.threads.split(",")):
             for net, channels in nets.items():
-                for cl in (False, True):
+                for cl in ((False, True) if r % 2 == 0 else (True, False)):  # who goes first alternates
                     rec = {**recipe, "channels_last": cl}
                     data = scratch_data(splits, type(base)(**rec), r)
                     trial = {"space": space.name, "options": dict(space.options), "channels": channels,

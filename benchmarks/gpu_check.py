@@ -144,6 +144,7 @@ def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int, pool: 
 
     static_ms = _times_ms(plain, dev, warmup, steps)
     static.to(memory_format=torch.channels_last)
+    sopt = _sgd(static.parameters())  # fused SGD walks momentum by pointer: buffers in the new layout
     static_cl_ms = _times_ms(lambda: plain(xcl), dev, warmup, steps)
     m, s = statistics.median(meta_ms), statistics.median(static_ms)
     mp = statistics.median(pool_ms)

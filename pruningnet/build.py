@@ -62,7 +62,11 @@ class SqueezeExcitation(nn.Module):
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle, in ``x``'s layout (channels-last stays channels-last)."""
     n, c, h, w = x.shape
+    if x.stride(1) == 1 and h * w > 1:  # channels-last: shuffle the last dimension of the NHWC view
+        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups)
+        return nhwc.transpose(3, 4).reshape(n, h, w, c).permute(0, 3, 1, 2)
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 

@@ -195,14 +195,18 @@ POINTWISE_MATMUL_DEVICES: tuple[str, ...] = ("cpu",)
 
 def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """A 1x1 conv of stride 1 (``w``: ``(out, in, 1, 1)``) as one matrix product, in ``x``'s layout:
-    channels-last input is ``(N*H*W, in)`` rows (a view), NCHW input ``N`` matrices ``(in, H*W)``."""
+    channels-last input (channels of stride 1, also a channel slice of it) as ``(N*H*W, in)`` rows,
+    a ``(N, C, 1, 1)`` input (squeeze-excitation) as ``(N, in)``, NCHW input as ``N`` matrices
+    ``(in, H*W)``. Under autocast, in its dtype, as ``F.conv2d`` (the bias too)."""
     w2 = w.view(w.shape[0], w.shape[1])
     n, c, h, wd = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if h * wd == 1:
+        return F.linear(x.view(n, c) if x.is_contiguous() else x.reshape(n, c), w2, b).view(n, -1, 1, 1)
+    if x.stride(1) == 1:
         return F.linear(x.permute(0, 2, 3, 1), w2, b).permute(0, 3, 1, 2)
     y = torch.matmul(w2, x.reshape(n, c, h * wd))
     if b is not None:
-        y = y + b.view(-1, 1)
+        y = y + b.to(y.dtype).view(-1, 1)
     return y.view(n, -1, h, wd)
 
 

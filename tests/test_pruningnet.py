@@ -51,20 +51,22 @@ def test_forward_equals_generated_static_network(name, opts, generator_input):
         assert torch.allclose(a_cl, b, atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_slice"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_slice", "channels_last_slice", "pooled"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_pointwise_product_equals_a_1x1_conv(layout, bias):
     """A generated 1x1 conv run as a matrix product (on the CPU) computes F.conv2d's output and
-    gradients, whatever the input's layout (a channel slice, as ShuffleNetV2's split, is neither)."""
+    gradients, whatever the input's layout (a channel slice, as ShuffleNetV2's split, is neither;
+    ``pooled``: a squeeze-excitation conv's ``(N, C, 1, 1)`` input), and keeps channels-last."""
     from pruningnet.hypernet import _pointwise
 
     torch.manual_seed(0)
-    x0 = torch.randn(3, 12, 5, 7)
-    if layout == "channels_last":
+    x0 = torch.randn(3, 12, *((1, 1) if layout == "pooled" else (5, 7)))
+    if layout.startswith("channels_last"):
         x0 = x0.contiguous(memory_format=torch.channels_last)
-    w = torch.randn(6, 12 if layout != "channel_slice" else 5, 1, 1, requires_grad=True)
+    sliced = layout.endswith("slice")
+    w = torch.randn(6, 5 if sliced else 12, 1, 1, requires_grad=True)
     b = torch.randn(6, requires_grad=True) if bias else None
-    x = (x0[:, 7:] if layout == "channel_slice" else x0).detach().requires_grad_()
+    x = (x0[:, 7:] if sliced else x0).detach().requires_grad_()
     got = _pointwise(x, w, b)
     want = F.conv2d(x, w, b)
     assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
@@ -73,7 +75,20 @@ def test_pointwise_product_equals_a_1x1_conv(layout, bias):
     expect = torch.autograd.grad(want, [x, w] + ([b] if bias else []), g)
     for a, e in zip(grads, expect):
         assert torch.allclose(a, e, atol=1e-4)
-    assert got.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    if layout != "pooled":  # (N, C, 1, 1) is both layouts at once
+        assert got.is_contiguous(memory_format=torch.channels_last) == layout.startswith("channels_last")
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the product and its bias in the autocast dtype
+        assert _pointwise(x, w, b).dtype == F.conv2d(x, w, b).dtype == torch.bfloat16
+
+
+def test_channel_shuffle_keeps_the_layout():
+    from pruningnet.build import channel_shuffle
+
+    x = torch.arange(2 * 8 * 3 * 3, dtype=torch.float32).view(2, 8, 3, 3)
+    want = channel_shuffle(x, 2)
+    got = channel_shuffle(x.contiguous(memory_format=torch.channels_last), 2)
+    assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(want[:, 1], x[:, 4]) and want.is_contiguous()
 
 
 def test_pointwise_convs_run_as_products_on_the_cpu_only_where_listed(monkeypatch):
@@ -202,6 +217,24 @@ def test_block_input_run_trains_saves_and_loads(tmp_path, cli):
     assert net.generator_input == "block" and net.generators["features_2_body_expand"].fc1.in_features == 3
     code, _, err = _train(cli, str(tmp_path / "bad"), *TINY, "--set", "model.generator_input=network")
     assert code == 2 and "model.generator_input='network'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("setting, want", [(None, True), ("off", False)])
+def test_meta_training_feeds_channels_last_unless_off(tmp_path, cli, monkeypatch, setting, want):
+    """``train.channels_last: auto`` (the default) feeds the PruningNet NHWC batches on the CPU too;
+    ``off`` (a bare YAML word) keeps NCHW."""
+    layouts = []
+    forward = PruningNet.forward
+
+    def recording(self, x, channels):
+        layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return forward(self, x, channels)
+
+    monkeypatch.setattr(PruningNet, "forward", recording)
+    extra = ["--set", f"train.channels_last={setting}"] if setting else []
+    code, _, err = _train(cli, str(tmp_path / "r"), "--set", "train.max_steps=2", *extra)
+    assert code == 0, err
+    assert layouts and set(layouts) == {want}
 
 
 def _train(cli, run_dir, *extra):
