@@ -4,7 +4,7 @@
 ``fp16`` (autocast to float16 with a ``GradScaler``, whose state belongs in checkpoints).
 ``channels_last``: the model and its inputs in NHWC memory format (faster convolutions with cuDNN on
 recent GPUs, and with oneDNN on the CPU: ``benchmarks/bench_scratch_layout.py``). Both work on the
-CPU (bf16 autocast there is not measured). Imports nothing but torch, so
+CPU. Imports nothing but torch, so
 ``scripts/gpu_check.sh`` can use it on a machine without the rest of the project's dependencies.
 """
 from __future__ import annotations

@@ -186,10 +186,11 @@ class _Source:
 # Device types on which a generated 1x1 conv (stride 1, not depthwise) runs as a matrix product.
 # On the CPU a conv goes through oneDNN, which builds (JIT-compiles) a primitive per new shape: a
 # static network pays that once, meta-training on every step, since each sampled vector brings new
-# channel counts (the cache keeps ~1024 primitives). A matrix product has no per-shape setup. A
-# PruningNet step at 224, batch 8, random vectors, AMD EPYC, 2 threads: 0.451 s as convs, 0.423 s as
-# products; the same vector repeated (shapes cached) 0.347 vs 0.370 s, so static networks keep the
-# conv. Not on CUDA until measured there (``benchmarks/gpu_check.py``).
+# channel counts (oneDNN's cache keeps 1024 primitives by default). A matrix product has no per-shape
+# setup. A PruningNet step at 224, batch 8, random vectors, AMD EPYC, 2 threads: 0.399-0.452 s as
+# convs on NCHW input, 0.339-0.380 s as products on channels-last input (``bench_pruningnet.py --part
+# fused224``); with shapes cached (one vector repeated) the conv is faster (a /tmp script, BENCHMARKS.md),
+# so static networks keep it. Not on CUDA until measured there (``benchmarks/gpu_check.py``).
 POINTWISE_MATMUL_DEVICES: tuple[str, ...] = ("cpu",)
 
 
