@@ -91,7 +91,7 @@ class _CopiedCropProduct(torch.autograd.Function):
 
 
 FUSED224_ARMS = ("static_max", "static_max_cl", "static_same", "pruningnet_before", "pruningnet_fused_sgd",
-                 "pruningnet_copied", "pruningnet_conv", "pruningnet_now", "pruningnet_max")
+                 "pruningnet_copied", "pruningnet_conv", "pruningnet_all_products", "pruningnet_now", "pruningnet_max")
 
 
 def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224_ARMS) -> dict:
@@ -101,8 +101,10 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
     ``pruningnet_before`` autograd's backward through the (strided) product and for-loop SGD; ``_fused_sgd`` only
     the fused optimizer; ``_copied`` fused SGD and the cropped backward with the crop copied to one
     matrix (the version before the strided product); ``_conv`` the strided product with every layer a
-    conv and NCHW input (the version before pointwise products and channels-last); ``_now`` as
-    meta-training runs (1x1 convs as matrix products, channels-last input); ``_max`` the same
+    conv and NCHW input (the version before pointwise products and channels-last); ``_all_products``
+    every 1x1 conv a matrix product whatever its input's size, channels-last (the first version of
+    that change); ``_now`` as meta-training runs (1x1 convs with inputs up to
+    ``POINTWISE_MATMUL_MAX_ELEMENTS`` as matrix products, channels-last input); ``_max`` the same
     on the max vector. The arms before ``_now`` run 1x1 convs as convs on NCHW input. Each PruningNet
     arm runs on vectors of its own (see below), ``static_same`` on ``pruningnet_now``'s, after it. Also each arm's median optimizer step alone (``opt_s``: for the PruningNet one
     pass over every generator parameter, the part no crop avoids). Ratios: each PruningNet arm over
@@ -126,12 +128,14 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
     strided, matmul_devices = hypernet._CroppedProduct, hypernet.POINTWISE_MATMUL_DEVICES
     pn_opts = {"pruningnet_before": loop_sgd(net)}
     pn_opts.update({k: _optimizer(net, tc) for k in ("pruningnet_fused_sgd", "pruningnet_copied", "pruningnet_conv",
-                                                     "pruningnet_now", "pruningnet_max")})
+                                                     "pruningnet_all_products", "pruningnet_now", "pruningnet_max")})
     # (cropped backward, product, devices with 1x1 convs as products, channels-last input)
     settings = {"pruningnet_before": (False, strided, (), False), "pruningnet_fused_sgd": (False, strided, (), False),
                 "pruningnet_copied": (True, _CopiedCropProduct, (), False),
                 "pruningnet_conv": (True, strided, (), False),
+                "pruningnet_all_products": (True, strided, ("cpu",), True),
                 "pruningnet_now": (True, strided, ("cpu",), True), "pruningnet_max": (True, strided, ("cpu",), True)}
+    max_elements = hypernet.POINTWISE_MATMUL_MAX_ELEMENTS
     xcl = x.contiguous(memory_format=torch.channels_last)
     static_cl = build_model(make_spec(sp, sp.max_channels())).train().to(memory_format=torch.channels_last)
     static_cl.load_state_dict(static.state_dict())
@@ -163,6 +167,7 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
                 else:
                     (WeightGenerator.cropped_backward, hypernet._CroppedProduct, hypernet.POINTWISE_MATMUL_DEVICES,
                      cl) = settings[k]
+                    hypernet.POINTWISE_MATMUL_MAX_ELEMENTS = float("inf") if k == "pruningnet_all_products" else max_elements
                     chs = [sp.max_channels()] * len(vecs) if k == "pruningnet_max" else vecs
                     steps_of = [(lambda ch=ch, xin=xcl if cl else x: net(xin, ch), pn_opts[k]) for ch in chs]
                 for i, (fwd, opt) in enumerate(steps_of):
@@ -182,6 +187,7 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
     finally:
         WeightGenerator.cropped_backward, hypernet._CroppedProduct, hypernet.POINTWISE_MATMUL_DEVICES = (
             True, strided, matmul_devices)
+        hypernet.POINTWISE_MATMUL_MAX_ELEMENTS = max_elements
     med = {k: float(np.median(v)) for k, v in times.items()}
     out = {**{f"{k}_s": round(v, 4) for k, v in med.items()},
            **{f"{k}_opt_s": round(float(np.median(v)), 4) for k, v in opt_times.items()},

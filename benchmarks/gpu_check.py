@@ -101,8 +101,8 @@ def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int, pool: 
     ``pool`` vectors after one warm-up pass over each (shapes seen before, as late in a long
     meta-training, once the backend's per-shape caches hold most shapes). ``meta_nchw_conv_ms``: NCHW
     input, every 1x1 conv a conv (the version before issue 17's pointwise products);
-    ``meta_matmul_ms``: channels-last, 1x1 convs as matrix products on this device (on the CPU the
-    default; on a GPU the figure that decides whether ``POINTWISE_MATMUL_DEVICES`` should list it).
+    ``meta_matmul_ms``: channels-last, every 1x1 conv a matrix product on this device, whatever its
+    size (on a GPU the figure that decides whether ``POINTWISE_MATMUL_DEVICES`` should list it).
     ``static_ms`` / ``static_cl_ms``: the static max network, NCHW / channels-last.
     """
     from pruningnet import hypernet
@@ -121,16 +121,16 @@ def meta_step(space, batch: int, size: int, dev, warmup: int, steps: int, pool: 
         loss.backward()
         opt.step()
 
-    default = hypernet.POINTWISE_MATMUL_DEVICES
+    default, max_elements = hypernet.POINTWISE_MATMUL_DEVICES, hypernet.POINTWISE_MATMUL_MAX_ELEMENTS
     meta_ms = _times_ms(meta, dev, warmup, steps)
     pool_ms = _times_ms(lambda: meta(next(seen)), dev, pool, steps)
     try:
         hypernet.POINTWISE_MATMUL_DEVICES = ()
         nchw_conv_ms = _times_ms(lambda: meta(inp=x), dev, warmup, steps)
-        hypernet.POINTWISE_MATMUL_DEVICES = (dev.type,)
+        hypernet.POINTWISE_MATMUL_DEVICES, hypernet.POINTWISE_MATMUL_MAX_ELEMENTS = (dev.type,), float("inf")
         matmul_ms = _times_ms(meta, dev, warmup, steps)
     finally:
-        hypernet.POINTWISE_MATMUL_DEVICES = default
+        hypernet.POINTWISE_MATMUL_DEVICES, hypernet.POINTWISE_MATMUL_MAX_ELEMENTS = default, max_elements
     gen_params = sum(p.numel() for p in net.parameters())
     del net, opt
     static = build_model(make_spec(space, space.max_channels())).to(dev).train()

@@ -190,8 +190,12 @@ class _Source:
 # setup. A PruningNet step at 224, batch 8, random vectors, AMD EPYC, 2 threads: 0.399-0.452 s as
 # convs on NCHW input, 0.339-0.380 s as products on channels-last input (``bench_pruningnet.py --part
 # fused224``); with shapes cached (one vector repeated) the conv is faster (a /tmp script, BENCHMARKS.md),
-# so static networks keep it. Not on CUDA until measured there (``benchmarks/gpu_check.py``).
+# so static networks keep it, and so do large inputs, where the conv's speed outweighs its per-shape
+# setup: only inputs of at most POINTWISE_MATMUL_MAX_ELEMENTS take the product (at batch 64 a step took
+# 1.55-1.63 s so, 1.79-2.10 s with every 1x1 conv a product, 1.74-1.87 s with none; at batch 8 alike).
+# Not on CUDA until measured there (``benchmarks/gpu_check.py``).
 POINTWISE_MATMUL_DEVICES: tuple[str, ...] = ("cpu",)
+POINTWISE_MATMUL_MAX_ELEMENTS = 1 << 20
 
 
 def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -213,7 +217,7 @@ def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
 
 def _as_matmul(layer: Layer, x: torch.Tensor) -> bool:
     return (layer.kernel == 1 and layer.stride == 1 and layer.padding == 0 and not layer.depthwise
-            and x.device.type in POINTWISE_MATMUL_DEVICES)
+            and x.device.type in POINTWISE_MATMUL_DEVICES and x.numel() <= POINTWISE_MATMUL_MAX_ELEMENTS)
 
 
 class _GenConvBN(nn.Module):

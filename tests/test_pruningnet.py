@@ -115,7 +115,15 @@ def test_pointwise_convs_run_as_products_on_the_cpu_only_where_listed(monkeypatc
         kernels.clear()
         monkeypatch.setattr(hypernet, "POINTWISE_MATMUL_DEVICES", ())
         b = net(x, ch)
-    assert 1 in kernels and torch.allclose(a, b, atol=1e-4)
+        assert 1 in kernels
+        kernels.clear()
+        monkeypatch.setattr(hypernet, "POINTWISE_MATMUL_DEVICES", ("cpu",))
+        monkeypatch.setattr(hypernet, "POINTWISE_MATMUL_MAX_ELEMENTS", 4 * 16 * 8 * 8)  # larger inputs: convs
+        c = net(x, ch)
+    small = {k for k in kernels if k == 1}
+    assert small == {1} and kernels.count(1) < sum(1 for m in net.modules() if getattr(m, "layer", None) is not None
+                                                    and m.layer.kernel == 1 and m.layer.kind != "linear")
+    assert torch.allclose(a, b, atol=1e-4) and torch.allclose(a, c, atol=1e-4)
 
 
 @pytest.mark.parametrize("name, opts", [("mobilenet_v1", {"width_mult": 0.25}),
