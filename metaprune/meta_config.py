@@ -48,9 +48,9 @@ class TrainConfig:
     augment: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    # NHWC inputs; auto: on (CPU and CUDA). On the CPU, together with the PruningNet's 1x1 convs as
-    # matrix products: a batch-8 step at 224 0.339-0.380 s instead of 0.399-0.452 s; alone, within 1%
-    # or faster on the smoke configs (BENCHMARKS.md, issue 17)
+    # NHWC inputs; auto: on (CPU and CUDA). On the CPU, together with the PruningNet's small 1x1 convs
+    # as matrix products: a batch-8 step at 224 0.352-0.363 s instead of 0.421-0.448 s; alone, within
+    # 1% or faster on the smoke configs (BENCHMARKS.md, issue 17)
     channels_last: Literal["auto", "on", "off"] = "auto"
     threads: int | None = None
     checkpoint_every_steps: int = 50
