@@ -191,8 +191,8 @@ class _Source:
 # convs on NCHW input, 0.339-0.380 s as products on channels-last input (``bench_pruningnet.py --part
 # fused224``); with shapes cached (one vector repeated) the conv is faster (a /tmp script, BENCHMARKS.md),
 # so static networks keep it, and so do large inputs, where the conv's speed outweighs its per-shape
-# setup: only inputs of at most POINTWISE_MATMUL_MAX_ELEMENTS take the product (at batch 64 a step took
-# 1.55-1.63 s so, 1.79-2.10 s with every 1x1 conv a product, 1.74-1.87 s with none; at batch 8 alike).
+# setup: only inputs of at most POINTWISE_MATMUL_MAX_ELEMENTS take the product (``fused224`` at batch
+# 64: 1.438 s so, 1.916 s with every 1x1 conv a product, 1.824 s as convs on NCHW; batch 8 unchanged).
 # Not on CUDA until measured there (``benchmarks/gpu_check.py``).
 POINTWISE_MATMUL_DEVICES: tuple[str, ...] = ("cpu",)
 POINTWISE_MATMUL_MAX_ELEMENTS = 1 << 20
