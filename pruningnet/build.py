@@ -61,12 +61,18 @@ class SqueezeExcitation(nn.Module):
         return x * self.gate(self.fc2(self.act(self.fc1(self.avgpool(x)))))
 
 
+def nhwc(x: torch.Tensor) -> bool:
+    """Whether ``x``'s channels are its innermost dimension (channels-last, or a channel slice of it);
+    a ``(N, C, 1, 1)`` tensor counts as NCHW."""
+    return x.stride(1) == 1 and x.shape[2] * x.shape[3] > 1
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle, in ``x``'s layout (channels-last stays channels-last)."""
     n, c, h, w = x.shape
-    if x.stride(1) == 1 and h * w > 1:  # channels-last: shuffle the last dimension of the NHWC view
-        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups)
-        return nhwc.transpose(3, 4).reshape(n, h, w, c).permute(0, 3, 1, 2)
+    if nhwc(x):  # shuffle the last dimension of the NHWC view
+        v = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups)
+        return v.transpose(3, 4).reshape(n, h, w, c).permute(0, 3, 1, 2)
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .build import Builder, activation, build_model, weight_name
+from .build import Builder, activation, build_model, nhwc, weight_name
 from .spaces.ir import Ref, Scaled, Space, ref_unit, resolve
 from .spaces.lowering import Layer
 from .spec import make_spec
@@ -206,8 +206,8 @@ def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
     w2 = w.view(w.shape[0], w.shape[1])
     n, c, h, wd = x.shape
     if h * wd == 1:
-        return F.linear(x.view(n, c) if x.is_contiguous() else x.reshape(n, c), w2, b).view(n, -1, 1, 1)
-    if x.stride(1) == 1:
+        return F.linear(x.reshape(n, c), w2, b).view(n, -1, 1, 1)
+    if nhwc(x):
         return F.linear(x.permute(0, 2, 3, 1), w2, b).permute(0, 3, 1, 2)
     y = torch.matmul(w2, x.reshape(n, c, h * wd))
     if b is not None:
@@ -215,9 +215,13 @@ def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
     return y.view(n, -1, h, wd)
 
 
-def _as_matmul(layer: Layer, x: torch.Tensor) -> bool:
-    return (layer.kernel == 1 and layer.stride == 1 and layer.padding == 0 and not layer.depthwise
-            and x.device.type in POINTWISE_MATMUL_DEVICES and x.numel() <= POINTWISE_MATMUL_MAX_ELEMENTS)
+def _is_pointwise(layer: Layer) -> bool:
+    return layer.kernel == 1 and layer.stride == 1 and layer.padding == 0 and not layer.depthwise
+
+
+def _as_matmul(x: torch.Tensor) -> bool:
+    """Whether a pointwise layer's input ``x`` takes the product (device and size, per call)."""
+    return x.device.type in POINTWISE_MATMUL_DEVICES and x.numel() <= POINTWISE_MATMUL_MAX_ELEMENTS
 
 
 class _GenConvBN(nn.Module):
@@ -226,10 +230,11 @@ class _GenConvBN(nn.Module):
     def __init__(self, layer: Layer, source: _Source):
         super().__init__()
         self.layer, self.source, self.act = layer, source, activation(layer.act)
+        self.pointwise = _is_pointwise(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, _ = self.source(self.layer)
-        if _as_matmul(self.layer, x):
+        if self.pointwise and _as_matmul(x):
             x = _pointwise(x, w)
         else:
             groups = w.shape[0] if self.layer.depthwise else 1
@@ -243,12 +248,13 @@ class _GenBiased(nn.Module):
     def __init__(self, layer: Layer, source: _Source):
         super().__init__()
         self.layer, self.source = layer, source
+        self.pointwise = layer.kind != "linear" and _is_pointwise(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.source(self.layer)
         if self.layer.kind == "linear":
             return F.linear(x, w, b)
-        if _as_matmul(self.layer, x):
+        if self.pointwise and _as_matmul(x):
             return _pointwise(x, w, b)
         return F.conv2d(x, w, b, self.layer.stride, self.layer.padding)
 
