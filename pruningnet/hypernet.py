@@ -24,6 +24,7 @@ shared bias. The static network simply receives the centred weight: nothing chan
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .build import Builder, activation, build_model, nhwc, weight_name
+from .pointwise import default_max_elements
 from .spaces.ir import Ref, Scaled, Space, ref_unit, resolve
 from .spaces.lowering import Layer
 from .spec import make_spec
@@ -190,12 +192,27 @@ class _Source:
 # setup. A PruningNet step at 224, batch 8, random vectors, AMD EPYC, 2 threads: 0.399-0.452 s as
 # convs on NCHW input, 0.339-0.380 s as products on channels-last input (``bench_pruningnet.py --part
 # fused224``); with shapes cached (one vector repeated) the conv is faster (a /tmp script, BENCHMARKS.md),
-# so static networks keep it, and so do large inputs, where the conv's speed outweighs its per-shape
-# setup: only inputs of at most POINTWISE_MATMUL_MAX_ELEMENTS take the product (``fused224`` at batch
-# 64: 1.438 s so, 1.916 s with every 1x1 conv a product, 1.824 s as convs on NCHW; batch 8 unchanged).
+# so static networks keep it. Large inputs may keep it too: where the conv's speed outweighs its
+# per-shape setup depends on the CPU, so only inputs of at most POINTWISE_MATMUL_MAX_ELEMENTS take the
+# product, and when that is None (the default) the limit is :func:`pruningnet.pointwise.default_max_elements`'s,
+# measured per CPU vendor (2^20 on AMD EPYC, no limit on Intel Xeon with AVX-512; issues 17 and 31).
 # Not on CUDA until measured there (``benchmarks/gpu_check.py``).
 POINTWISE_MATMUL_DEVICES: tuple[str, ...] = ("cpu",)
-POINTWISE_MATMUL_MAX_ELEMENTS = 1 << 20
+POINTWISE_MATMUL_MAX_ELEMENTS: float | None = None
+# Device types on which the PruningNet converts NCHW input to channels-last once, at its forward's
+# start: its products and convs run faster so (Intel Xeon, batch 8 at 224: a step 1.04 s on NCHW
+# input, 0.82 s on channels-last; BENCHMARKS.md issue 31), and a user's script passes NCHW.
+CHANNELS_LAST_INPUT_DEVICES: tuple[str, ...] = ("cpu",)
+
+
+@functools.cache
+def _rule_limit() -> float:
+    return default_max_elements()
+
+
+def pointwise_max_elements() -> float:
+    """The input size up to which a generated 1x1 conv runs as a product (the override or the rule)."""
+    return _rule_limit() if POINTWISE_MATMUL_MAX_ELEMENTS is None else POINTWISE_MATMUL_MAX_ELEMENTS
 
 
 def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -221,7 +238,7 @@ def _is_pointwise(layer: Layer) -> bool:
 
 def _as_matmul(x: torch.Tensor) -> bool:
     """Whether a pointwise layer's input ``x`` takes the product (device and size, per call)."""
-    return x.device.type in POINTWISE_MATMUL_DEVICES and x.numel() <= POINTWISE_MATMUL_MAX_ELEMENTS
+    return x.device.type in POINTWISE_MATMUL_DEVICES and x.numel() <= pointwise_max_elements()
 
 
 class _GenConvBN(nn.Module):
@@ -367,6 +384,8 @@ class PruningNet(nn.Module):
 
     # --- forward -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, channels: Mapping[str, int]) -> torch.Tensor:
+        if x.dim() == 4 and x.device.type in CHANNELS_LAST_INPUT_DEVICES and not nhwc(x):
+            x = x.contiguous(memory_format=torch.channels_last)
         ratios = self.ratio_table(channels)
         self._source.fn = lambda layer: self.layer_weight(layer, channels, ratios)
         try:
