@@ -63,3 +63,14 @@ def test_nchw_input_runs_as_channels_last(name, opts, monkeypatch):
     monkeypatch.setattr(hypernet, "CHANNELS_LAST_INPUT_DEVICES", ())
     c, _ = run(x)
     assert torch.allclose(a, c, atol=1e-4, rtol=1e-4) and not torch.equal(a, c)
+
+
+def test_cli_refuses_a_bad_override_before_any_command(monkeypatch, capsys):
+    from metaprune.cli.main import main
+
+    monkeypatch.setenv(pointwise.ENV, "lots")
+    assert main(["space", "list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"metaprune: error: {pointwise.ENV}='lots'; accepted: a non-negative integer (input elements) or 'inf'"]
+    monkeypatch.setenv(pointwise.ENV, "inf")
+    assert main(["space", "list"]) == 0

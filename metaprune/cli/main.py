@@ -31,11 +31,21 @@ def _register() -> None:
                 raise
 
 
+def _check_pointwise_env() -> None:
+    from pruningnet.pointwise import default_max_elements
+
+    try:
+        default_max_elements()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print ``metaprune: error: ...`` and return 2."""
     _register()
     try:
         malloc_mode()  # a bad METAPRUNE_MALLOC is refused here, not in a Ray worker or after a run is written
+        _check_pointwise_env()  # likewise a bad METAPRUNE_POINTWISE_MAX_ELEMENTS
         cli.main(args=argv, prog_name="metaprune", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else str(e))
