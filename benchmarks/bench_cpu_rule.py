@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metaprune.latency.machine import device_name
 from metaprune.malloc import steady_allocator
 from metaprune.meta_train import _optimizer, sample_vectors
 from pruningnet import hypernet
@@ -37,17 +37,6 @@ from pruningnet.hypernet import PruningNet
 from pruningnet.spec import make_spec
 
 TC = SimpleNamespace(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=4e-5)  # MetaPruning's
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _threshold(s: str) -> float:
@@ -177,7 +166,7 @@ def main() -> None:
     else:
         r = amp(args.batch, args.rounds, args.steps)
     r.update(part=args.part, batch=args.batch, rounds=args.rounds, steps=args.steps, threads=args.threads,
-             cpu=cpu_model(), torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+             cpu=device_name("cpu"), torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     for k, v in r.items():
         print(f"{k}: {v}")
     if args.json:
