@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -33,7 +34,7 @@ def shipped_configs(kind: str = "") -> list[str]:
 def config_path(name_or_path: str | Path, kind: str = "", what: str = "config") -> Path:
     """A config by path, or by the name of a shipped one (``-c smoke`` as well as ``-c smoke.yaml``)."""
     p = Path(name_or_path)
-    if p.is_file():
+    if os.path.lexists(p) and not p.is_dir():  # a FIFO or a link is refused, in one line, when it is read
         return p
     named = CONFIG_ROOT / kind / f"{Path(str(name_or_path)).stem}.yaml"
     if str(name_or_path) and "/" not in str(name_or_path) and named.is_file():
@@ -45,20 +46,68 @@ def config_path(name_or_path: str | Path, kind: str = "", what: str = "config") 
                     f"{', '.join(shipped_configs(kind))}")
 
 
-def read_yaml(path: str | Path, what: str = "config file") -> dict:
-    from .fileio import read_text
+MAX_YAML_BYTES = 1 << 20  # configs are kilobytes
 
-    p = Path(path)
-    text = read_text(p, what)
+
+class YamlSyntaxError(UserError):
+    """Text that is not YAML at all (``--set`` then takes it as a plain string)."""
+
+
+class _AliasRefused(Exception):
+    def __init__(self, mark):
+        self.mark = mark
+
+
+class PlainLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors and aliases (``&name``, ``*name``, ``<<: *name``):
+    an alias shares a node, and a few hundred bytes of nested aliases ("billion laughs") expand to
+    gigabytes once copied. metaprune's configs never need them."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _AliasRefused(event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load`` without anchors and aliases; every failure is one :class:`UserError` line
+    starting with ``what`` (e.g. ``"config file 'x.yaml'"``)."""
     try:
-        doc = yaml.safe_load(text) or {}
+        return yaml.load(text, Loader=PlainLoader)  # noqa: S506 - a SafeLoader
+    except _AliasRefused as e:
+        where = f" (line {e.mark.line + 1}, column {e.mark.column + 1})" if e.mark is not None else ""
+        raise UserError(f"{what} uses a YAML anchor or alias{where}; accepted: plain YAML without "
+                        "&anchors and *aliases (write each value out)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{what} {str(p)!r} is not valid YAML{where}: {problem}") from None
+        raise YamlSyntaxError(f"{what} is not valid YAML{where}: {problem}") from None
     except RecursionError:
-        raise UserError(f"{what} {str(p)!r} is nested too deeply") from None
+        raise UserError(f"{what} is nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise UserError(f"{what} holds a value Python refuses ({str(e).split(':')[0]}); accepted: "
+                        "numbers of ordinary size") from None
+
+
+class _PlainDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):  # what we write, PlainLoader reads back
+        return True
+
+
+def dump_yaml(doc: Any) -> str:
+    """``yaml.safe_dump`` without anchors or aliases, keys in order."""
+    return yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False)
+
+
+def read_yaml(path: str | Path, what: str = "config file", follow: bool = True) -> dict:
+    """A YAML mapping from ``path`` (see :func:`load_yaml`); ``follow=False`` for a run's own file."""
+    from .fileio import read_text
+
+    p = Path(path)
+    doc = load_yaml(read_text(p, what, MAX_YAML_BYTES, follow), f"{what} {str(p)!r}")
+    doc = {} if doc is None else doc
     if not isinstance(doc, dict):
         raise UserError(f"{what} {str(p)!r} must hold a mapping of keys, not {type(doc).__name__}")
     return doc
@@ -80,6 +129,37 @@ def apply_overrides(doc: dict, overrides: Mapping[str, Any]) -> dict:
     return doc
 
 
+#: Every numeric config key is bounded on both sides, here, for every config (meta-training, search,
+#: scratch training): a key named below, in any section, lies in its range; any other integer in
+#: INT_RANGE and any other number is finite and within FLOAT_RANGE. Each section's ``validate()``
+#: adds the bounds that depend on meaning (``lr > 0``, ``momentum < 1``, ...).
+SEED_RANGE = (0, 2**32 - 1)  # what numpy, torch and Ray all take
+THREADS_RANGE = (1, 1024)  # torch.set_num_threads(1000000) segfaults
+COUNT_LIMIT = 10**9  # images, steps: far above any dataset or schedule
+NAMED_RANGES: dict[str, tuple[int, int]] = {
+    "seed": SEED_RANGE, "threads": THREADS_RANGE, "workers": (0, 256),
+    "epochs": (1, 100_000), "crash_at_epoch": (0, 100_000), "max_steps": (1, COUNT_LIMIT),
+    "warmup_steps": (0, COUNT_LIMIT), "checkpoint_every_steps": (1, COUNT_LIMIT),
+    "log_every_steps": (1, COUNT_LIMIT), "batch_size": (1, 1 << 20), "eval_batch_size": (1, 1 << 20),
+    "bn_batches": (1, 1_000_000), "max_images": (1, COUNT_LIMIT), "max_train_images": (1, COUNT_LIMIT),
+    "max_test_images": (1, COUNT_LIMIT), "search_per_class": (1, COUNT_LIMIT),
+    "test_per_class": (1, COUNT_LIMIT), "image_size": (1, 8192), "hidden": (1, 8192),
+    "population": (1, 1_000_000), "parents": (1, 1_000_000), "mutations": (0, 1_000_000),
+    "crossovers": (0, 1_000_000), "generations": (1, 1_000_000), "checkpoints_to_keep": (1, 1000),
+    "max_failures": (0, 1000),
+}
+INT_RANGE = (-(2**31), 2**31 - 1)
+FLOAT_RANGE = (-1e30, 1e30)  # finite with room: float32 overflows at 3.4e38
+
+
+def _check_range(key: str, value: int | float, is_int: bool) -> None:
+    lo, hi = NAMED_RANGES.get(key.rsplit(".", 1)[-1], INT_RANGE if is_int else FLOAT_RANGE)
+    if not lo <= value <= hi:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}...({len(repr(value))} digits)"
+        accepted = f"an integer in [{lo}, {hi}]" if is_int else f"a number in [{lo:g}, {hi:g}]"
+        raise UserError(f"config key {key}={shown} is not accepted; accepted: {accepted}")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -94,6 +174,15 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        kinds = [a for a in args if a is not type(None)]
+        if len(kinds) == 1:  # "int | None": the int's own message (a range names what is accepted)
+            try:
+                return _coerce(key, kinds[0], value)
+            except UserError as e:
+                if "must be" not in str(e):
+                    raise
+            raise UserError(f"config key {key}={value!r} has the wrong type; accepted: "
+                            f"{_type_name(kinds[0])} or null")
         errors = []
         for a in args:
             if a is type(None):
@@ -130,6 +219,7 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"config key {key}={value!r} must be an integer")
+        _check_range(key, value, True)
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
@@ -139,8 +229,11 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
                 raise UserError(f"config key {key}={value!r} must be a number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"config key {key}={value!r} must be a number")
+        if isinstance(value, int) and abs(value) > 2**53:  # math.isfinite would overflow
+            value = math.inf
         if not math.isfinite(value):
             raise UserError(f"config key {key}={value!r} is not accepted; accepted: a finite number")
+        _check_range(key, value, False)
         return float(value)
     if tp is str:
         if not isinstance(value, str):

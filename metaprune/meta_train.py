@@ -12,9 +12,12 @@ metrics, checkpoints and the PruningNet. ``train.batch_size`` is the global batc
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -28,9 +31,10 @@ from pruningnet.hypernet import PruningNet
 from pruningnet.spaces import Space
 
 from .divergence import DivergenceGuard
-from .fileio import atomic_write, load_weights, remove_stale_temps, write_json, write_text
+from .fileio import atomic_save, load_weights, open_regular, remove_stale_temps, write_json, write_text
 from .malloc import steady_allocator
 from .runs import PRUNINGNET_FILE, Run
+from .schemas import CHECKPOINT as CHECKPOINT_KIND
 from .threads import set_torch_threads
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -81,15 +85,38 @@ def _save_checkpoint(run: Run, net, opt, sched, step: int, guard: DivergenceGuar
              "guard": guard.state_dict()}
     if scaler is not None and scaler.is_enabled():  # fp16 on CUDA: the loss scale it reached resumes with the run
         state["scaler"] = scaler.state_dict()
-    atomic_write(run.path / CHECKPOINT, lambda p: torch.save(state, p))
+    atomic_save(run.path / CHECKPOINT, state)
+
+
+def _read_metrics(path: Path) -> str:
+    """The metrics log's text (a torn last line decodes with replacement characters)."""
+    with os.fdopen(open_regular(path, "metrics log", follow=False), "rb") as f:
+        return f.read().decode("utf-8", errors="replace")
+
+
+def _open_metrics(path: Path):
+    """``metrics.jsonl`` opened for appending: a regular file or none yet (a FIFO would block)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o644)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise
+        fd = None
+    if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd is not None:
+            os.close(fd)
+        raise UserError(f"metrics log {str(path)!r} is not a regular file; accepted: a file metaprune writes")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a")
 
 
 def _trim_metrics(path: Path, step: int) -> None:
     """Drop metric lines logged after the checkpoint we resume from."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return
     keep = []
-    for ln in path.read_text(errors="replace").splitlines():
+    for ln in _read_metrics(path).splitlines():
         try:
             if json.loads(ln)["step"] <= step:
                 keep.append(ln)
@@ -158,22 +185,29 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
         remove_stale_temps(run.path)
     guard = DivergenceGuard(factor=tc.spike_factor)
     ckpt = run.path / CHECKPOINT
-    if ckpt.is_file():
-        state = load_weights(ckpt, "meta-training checkpoint", map_location=device)
+    if os.path.lexists(ckpt):  # everything in it is checked before anything is written
+        state = CHECKPOINT_KIND.check(load_weights(ckpt, "meta-training checkpoint", map_location=device,
+                                                   follow=False), ckpt)
+        if state["step"] > total:
+            raise UserError(f"meta-training checkpoint {str(ckpt)!r} is damaged: step={state['step']} is not "
+                            f"accepted (accepted: an integer in [0, {total}], this run's steps); delete it to "
+                            "restart meta-training from step 0")
         try:
             net.load_state_dict(state["net"])
             _load_optimizer_state(opt, state["opt"])
             sched.load_state_dict(state["sched"])
-            step = int(state["step"])
-        except (KeyError, TypeError, ValueError, RuntimeError):
+            step = state["step"]
+            if "guard" in state:
+                guard.load_state_dict(state["guard"])
+            if scaler.is_enabled() and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError):
             raise UserError(f"meta-training checkpoint {str(ckpt)!r} does not fit this run (damaged or "
                             "from another config); delete it to restart meta-training from step 0") from None
-        if "guard" in state:
-            guard.load_state_dict(state["guard"])
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
         if lead:
             _trim_metrics(run.path / "metrics.jsonl", step)
+    saved_step = step  # the step the checkpoint on disk holds
+    metrics_f = _open_metrics(run.path / "metrics.jsonl") if lead else open(os.devnull, "w")
     if lead:
         write_json(run.path / "status.json", {"state": "running", "step": step, "total_steps": total,
                                               "workers": world})
@@ -181,7 +215,6 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=step, disable=not (progress and lead), unit="step", dynamic_ncols=True)
-    metrics_f = open(run.path / "metrics.jsonl", "a") if lead else open(os.devnull, "w")
     t_start, seen, last_log = time.time(), 0, time.time()
     net.train()
     try:
@@ -241,23 +274,46 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
                 if step % tc.checkpoint_every_steps == 0 or step == total:
                     if lead:
                         _save_checkpoint(run, net, opt, sched, step, guard, scaler)
+                        saved_step = step
                     else:
                         _check_finite(run, net, step)  # equal weights: every rank stops with rank 0
+        metrics_f.close()  # a full disk shows here at the latest, inside the try
+        status = {"state": "done", "step": step, "total_steps": total,
+                  "wall_s": round(time.time() - t_start, 2), "device": str(device), "loss_spikes": guard.spikes,
+                  "workers": world}
+        if lead:
+            atomic_save(run.path / PRUNINGNET_FILE, net.state_dict())
+            write_json(run.path / "status.json", status)
     except KeyboardInterrupt:
         if lead:
             write_json(run.path / "status.json", {"state": "interrupted", "step": step, "total_steps": total,
                                                   "resume": f"metaprune train-pruningnet --resume {run.path}"})
         raise
+    except OSError as e:  # a full disk, a quota, a directory made read-only under us
+        raise _write_failed(run, e, step, saved_step, total, lead) from None
     finally:
         bar.close()
-        metrics_f.close()
-    status = {"state": "done", "step": step, "total_steps": total,
-              "wall_s": round(time.time() - t_start, 2), "device": str(device), "loss_spikes": guard.spikes,
-              "workers": world}
-    if lead:
-        atomic_write(run.path / PRUNINGNET_FILE, lambda p: torch.save(net.state_dict(), p))
-        write_json(run.path / "status.json", status)
+        with contextlib.suppress(OSError):
+            metrics_f.close()
     return status
+
+
+class WriteFailed(UserError):
+    """A run file could not be written (a full disk); the last checkpoint is left as it was."""
+
+
+def _write_failed(run: Run, e: OSError, step: int, saved_step: int, total: int, lead: bool) -> WriteFailed:
+    """Mark the run failed (if status.json can still be written) and say what is on disk."""
+    where = f" {str(e.filename)!r}" if e.filename else ""
+    reason = f"cannot write{where}: {e.strerror or e}"
+    resume = f"metaprune train-pruningnet --resume {run.path}"
+    if lead:
+        with contextlib.suppress(OSError):
+            write_json(run.path / "status.json", {"state": "failed", "reason": reason, "step": saved_step,
+                                                  "total_steps": total, "resume": resume})
+    kept = f"the checkpoint of step {saved_step} is intact" if saved_step else "no checkpoint was written yet"
+    return WriteFailed(f"{reason}; meta-training stopped at step {step} and {kept}: free space and run "
+                       f"`{resume}`")
 
 
 def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:

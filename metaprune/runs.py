@@ -13,19 +13,19 @@ Layout::
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from pruningnet.errors import UserError
 from pruningnet.spaces import Space, get_space
 
-from .config import from_dict, read_yaml, to_dict
+from .config import dump_yaml, from_dict, read_yaml, to_dict
 from .data import DataSplits
 from .data.splits import fingerprints
-from .fileio import load_weights, read_json, write_json, write_text
+from .fileio import load_weights, open_regular, write_json, write_text
 from .meta_config import MetaTrainConfig
+from .schemas import PRUNINGNET, SPACE_FILE, SPLIT_FILE
 
 PRUNINGNET_FILE = "pruningnet.pt"
 
@@ -56,11 +56,9 @@ class Run:
         """The run's splits; :class:`UserError` when they are not the ones the run was created with
         (its ``split.json`` fingerprints), since a search would then score candidates on images the
         PruningNet trained on."""
-        data = self.config.data.load(self.config.seed)
         f = self.path / "split.json"
-        recorded = read_json(f, "run split file").get("fingerprints") if f.is_file() else None
-        if recorded is not None and not isinstance(recorded, dict):
-            raise UserError(f"run split file {str(f)!r} is damaged (fingerprints is not a mapping)")
+        recorded = SPLIT_FILE.read(f).get("fingerprints") if os.path.lexists(f) else None
+        data = self.config.data.load(self.config.seed)
         if recorded:
             now = fingerprints(data)
             changed = [k for k, v in recorded.items() if v is not None and now.get(k) != v]
@@ -76,26 +74,26 @@ class Run:
         import hashlib
 
         f = self.path / PRUNINGNET_FILE
-        if not f.is_file():
+        if not os.path.lexists(f):
             return None
         h = hashlib.sha256()
-        with open(f, "rb") as fh:
+        with os.fdopen(open_regular(f, "PruningNet weights", follow=False), "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
         return h.hexdigest()[:16]
 
     def has_pruningnet(self) -> bool:
-        return (self.path / PRUNINGNET_FILE).is_file()
+        return os.path.lexists(self.path / PRUNINGNET_FILE)  # a FIFO there is refused when it is read
 
     def load_pruningnet(self, device: str = "cpu"):
         """The trained PruningNet, in eval mode, on ``device``."""
         from pruningnet.hypernet import PruningNet
 
         f = self.path / PRUNINGNET_FILE
-        if not f.is_file():
+        if not os.path.lexists(f):
             raise UserError(f"run {str(self.path)!r} has no trained PruningNet; run "
                             f"`metaprune train-pruningnet --resume {self.path}` to finish it")
-        blob = load_weights(f, "PruningNet weights", map_location=device)
+        blob = PRUNINGNET.check(load_weights(f, "PruningNet weights", map_location=device, follow=False), f)
         net = PruningNet(self.space, hidden=self.config.model.hidden,
                          generator_input=self.config.model.generator_input)
         try:
@@ -107,23 +105,31 @@ class Run:
 
 
 def create_run(path: Path, cfg: MetaTrainConfig, space: Space, data: DataSplits) -> Run:
-    """Write the resolved config, space and split of a new run."""
+    """Write the resolved space, split and config of a new run (config.yaml last: it marks a run)."""
     path.mkdir(parents=True, exist_ok=True)
-    write_text(path / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     write_json(path / "space.json", {"space": space.name, "options": space.options})
     write_json(path / "split.json", {"dataset": data.name, "seed": cfg.seed, **data.info,
                                      "fingerprints": fingerprints(data)})
+    write_text(path / "config.yaml", dump_yaml(to_dict(cfg)))
     return Run(path, cfg, space)
 
 
 def open_run(path: str | Path) -> Run:
     """Open an existing run directory; a missing or foreign directory raises :class:`UserError`."""
     p = Path(path)
-    if not (p / "config.yaml").is_file() or not (p / "space.json").is_file():
+    if not os.path.lexists(p / "config.yaml") or not os.path.lexists(p / "space.json"):
         raise UserError(f"{str(p)!r} is not a metaprune run (no config.yaml and space.json); "
                         "create one with `metaprune train-pruningnet -c CONFIG --run-dir DIR`")
-    cfg = from_dict(MetaTrainConfig, read_yaml(p / "config.yaml", "run config"))
-    sp = read_json(p / "space.json", "run space file", keys=("space", "options"))
-    if not isinstance(sp["space"], str) or not isinstance(sp["options"], dict):
-        raise UserError(f"run space file {str(p / 'space.json')!r} is not {{\"space\": NAME, \"options\": {{...}}}}")
-    return Run(p, cfg, get_space(sp["space"], **sp["options"]))
+    cfg_file = p / "config.yaml"
+    try:
+        cfg = from_dict(MetaTrainConfig, read_yaml(cfg_file, "run config", follow=False))
+    except UserError as e:
+        msg = str(e)
+        raise UserError(msg if str(cfg_file) in msg else f"run config {str(cfg_file)!r} is damaged: {msg}; "
+                        "restore it or meta-train a new run") from None
+    sp = SPACE_FILE.read(p / "space.json")
+    try:
+        space = get_space(sp["space"], **sp["options"])
+    except UserError as e:
+        raise UserError(f"run space file {str(p / 'space.json')!r} is damaged: {e}") from None
+    return Run(p, cfg, space)

@@ -114,3 +114,88 @@ def runs_with_smoke(smoke_run: Path, parent: Path) -> Path:
     runs.mkdir(parents=True)
     shutil.copytree(smoke_run, runs / "smoke", ignore=shutil.ignore_patterns("search", "train", "exports"))
     return runs
+
+
+SMOKE_SPACE = {"space": "mobilenet_v2", "options": {"small_input": True, "width_mult": 0.5, "round_to": 1,
+                                                    "ratios": "0.5:1.0:0.125", "in_channels": 1, "num_classes": 10,
+                                                    "input_size": 28}}
+
+
+def make_run(runs: Path, name: str, *, pruningnet: bool = True, search: int = 0) -> Path:
+    """A run directory as meta-training leaves it, without training: the shipped smoke config, the
+    smoke space, ``status.json`` done, a placeholder ``pruningnet.pt`` (the service only checks that
+    it is a file: jobs on it are refused or never started in these tests) and, with ``search``, a
+    finished search of that many candidates whose costs come from the cost model."""
+    from metaprune.config import CONFIG_ROOT
+
+    run = Path(runs) / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text((CONFIG_ROOT / "smoke.yaml").read_text())
+    (run / "space.json").write_text(json.dumps(SMOKE_SPACE))
+    (run / "status.json").write_text(json.dumps({"state": "done", "step": 234, "total_steps": 234}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "epoch": 0, "loss": 2.3 - s / 200,
+                                                           "train_top1": s / 300, "lr": 0.1}) + "\n"
+                                               for s in range(5, 235, 5)))
+    if pruningnet:
+        (run / "pruningnet.pt").write_bytes(b"placeholder, never loaded")
+    if search:
+        plant_search(run, search)
+    return run
+
+
+def plant_search(run: Path, n: int, extra: list | None = None) -> list[dict]:
+    """Write ``search/{front,candidates,logbook}.json`` of ``n`` candidates (plus ``extra`` raw records)."""
+    from pruningnet import get_space
+    from pruningnet.cost import cost_model
+
+    sp = get_space(SMOKE_SPACE["space"], **SMOKE_SPACE["options"])
+    cm = cost_model(sp)
+    cands = []
+    for i in range(n):
+        ch = {u.name: u.choices[(i + j) % len(u.choices)] for j, u in enumerate(sp.units)}
+        cands.append({"id": i, "generation": 0, "channels": ch, "macs": int(cm.macs(ch)[0]),
+                      "params": int(cm.params(ch)[0]), "top1": 0.5 + i / (4 * n)})
+    head = {"strategy": "pareto", "budgets": {}, "seed": 0, "generation": 0, "generations": 1, "finished": True}
+    d = run / "search"
+    d.mkdir(exist_ok=True)
+    front = sorted(cands, key=lambda c: c["macs"])[:3]
+    (d / "candidates.json").write_text(json.dumps({**head, "candidates": cands + (extra or [])}))
+    (d / "front.json").write_text(json.dumps({**head, "objectives": ["macs"], "front": front + (extra or [])}))
+    (d / "logbook.json").write_text(json.dumps({**head, "logbook": [{"gen": 0, "evaluated": n, "best_score": 0.7,
+                                                                    "best_id": n - 1, "front_size": 3}]}))
+    return cands
+
+
+#: markup planted in run files; if any of it were parsed as HTML, an element with class "pwn" would
+#: appear in the page, or window.__pwned would be set
+XSS = '<b class="pwn">x</b><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+
+
+def plant_hostile_run(runs: Path, name: str = "hostile") -> Path:
+    """A run whose files carry markup wherever a value is read: space name and options, status.json
+    state and step, metrics loss, search strategy, candidate id and channel names, result strings."""
+    run = make_run(runs, name, search=4)
+    (run / "space.json").write_text(json.dumps({"space": XSS, "options": {"note": XSS}}))
+    (run / "status.json").write_text(json.dumps({"state": XSS, "step": XSS, "total_steps": 10, "wall_s": XSS}))
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 240, "loss": XSS, "train_top1": XSS}) + "\n")
+    bad = [{"id": XSS, "channels": {"stem": 8}, "macs": 1, "params": 1, "top1": 0.9},
+           {"id": 99, "channels": {XSS: 8}, "macs": 1, "params": 1, "top1": 0.9},
+           {"id": 98, "channels": {"stem": 8}, "macs": XSS, "params": 1, "top1": 0.9}]
+    plant_search(run, 4, extra=bad)
+    book = json.loads((run / "search" / "logbook.json").read_text())
+    book.update(strategy=XSS, logbook=[{"gen": XSS, "evaluated": XSS, "best_score": XSS}])
+    (run / "search" / "logbook.json").write_text(json.dumps(book))
+    (run / "train").mkdir()
+    (run / "train" / "results.json").write_text(json.dumps({"results": [
+        {"name": XSS, "kind": "searched", "macs": 123, "test_top1": 0.5, "proxy_top1": 0.4, "note": XSS}]}))
+    return run
+
+
+def wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
+    """Poll ``page.evaluate(expression)`` until it is truthy. (Playwright's ``wait_for_function``
+    evaluates a string with ``eval``, which the page's Content-Security-Policy refuses, as it should.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {expression}"
+        time.sleep(0.1)

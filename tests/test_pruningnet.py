@@ -314,15 +314,20 @@ def test_missing_config_file(cli, tmp_path):
     assert code == 2 and "does not exist" in err
 
 
-# Proxy top-1 (BN re-estimated on 5 batches, 500 search images) after meta-training configs/smoke.yaml.
-# Measured with benchmarks/bench_meta_training.py over seeds 0-2 x threads 1, 2 (BENCHMARKS.md,
-# "Meta-training convergence"): after the fix LEARNED_MIN_MEASURED is the lowest of 18 values (max,
-# uniform 0.75 and 0.5 vectors; 0.77-0.89 with for-loop SGD, 0.70-0.89 with the fused SGD meta-training
-# uses since issue 17); before the fix, the same runs gave 0.23-0.54. The threshold leaves a margin of
-# MARGIN below the lowest measured value, and stays far above chance (0.10) and the untrained net.
-LEARNED_MIN_MEASURED = 0.70
-MARGIN = 0.15
-LEARNED_THRESHOLD = LEARNED_MIN_MEASURED - MARGIN
+# Proxy top-1 (BN re-estimated on 5 batches, 500 search images) after meta-training configs/smoke.yaml,
+# measured with benchmarks/bench_meta_training.py over seeds 0-2 x threads 1, 2 (BENCHMARKS.md,
+# "Meta-training convergence"), per vector: the lowest after the fix and the highest before it (the
+# bench's 0.05:nocenter arm: lr 0.05, classifier weight not centred), on both CPU types used so far:
+#   vector        after the fix: AMD EPYC / Intel Xeon     before the fix: AMD EPYC / Intel Xeon
+#   max           0.756 / 0.794                            0.444 / 0.518
+#   uniform 0.75  0.772 / 0.812                            0.536 / 0.546
+#   uniform 0.5   0.702 / 0.698                            0.396 / 0.464
+# (AMD after the fix: issue 17's fused-SGD rerun, before the later changes of float rounding, 1x1 convs
+# as products and channels-last input; Intel Xeon: this code, 2026-12-05, a busy 2-core VM.) Each threshold
+# sits halfway between the highest value before the fix and the lowest after it, so it is at least
+# 0.11 from both on both machines; one threshold for all three vectors could be only 0.07-0.08 from
+# either (0.546 before, 0.698 after).
+LEARNED_THRESHOLDS = {"max": 0.64, "0.75": 0.66, "0.5": 0.58}
 
 
 _TRAIN_AND_SCORE = """
@@ -374,13 +379,15 @@ def smoke_runs(smoke_run, tmp_path_factory):
 
 
 def test_smoke_meta_training_learns_for_every_seed_and_thread_count(smoke_runs):
-    """Issue 11: the smoke config converges on any CPU, seed and thread count: no loss spike, and
-    proxy top-1 well above the threshold for the max vector and uniform 0.75 / 0.5 vectors."""
+    """Issue 11: the smoke config converges on any CPU, seed and thread count: no loss spike (it
+    fired in all 12 runs before the fix, AMD and Intel, and in none of the 18 after), and proxy top-1
+    above each vector's threshold for the max vector and uniform 0.75 / 0.5 vectors, in 4 of the 6
+    (seed, threads) combinations the thresholds were measured on (see ``smoke_runs``)."""
     assert sorted(smoke_runs) == [(0, 1), (0, 2), (1, 2), (2, 1)]
     for key, res in smoke_runs.items():
         assert res["spikes"] == [] and res["status_spikes"] == 0, (key, res)
     low = {key + (name,): v for key, res in smoke_runs.items() for name, v in res["scores"].items()
-           if v <= LEARNED_THRESHOLD}
+           if v <= LEARNED_THRESHOLDS[name]}
     assert not low, (low, smoke_runs)
 
 
@@ -397,11 +404,12 @@ def test_smoke_pruningnet_beats_untrained_and_cli_evaluates(smoke_run, cli):
     for ch in (run.space.max_channels(),):  # the other vectors are covered by the test above
         trained = evaluate(net, ch, data, bn_batches=5, max_images=500)["top1"]
         raw = evaluate(untrained, ch, data, bn_batches=5, max_images=500)["top1"]
-        assert trained > LEARNED_THRESHOLD and trained > raw + 0.3, (trained, raw)
+        assert trained > LEARNED_THRESHOLDS["max"] and trained > raw + 0.3, (trained, raw)
     code, out, err = cli("evaluate", str(smoke_run), "--uniform", "0.5", "--json")
     assert code == 0, err
     res = json.loads(out)
-    assert set(res) >= {"top1", "top5", "macs"} and res["top1"] > LEARNED_THRESHOLD and res["top5"] >= res["top1"]
+    assert set(res) >= {"top1", "top5", "macs"} and res["top5"] >= res["top1"]
+    assert res["top1"] > LEARNED_THRESHOLDS["0.5"], res
     assert res["top1"] > 3 * chance
     code, _, err = cli("evaluate", str(smoke_run), "--uniform", "1.5")
     assert code == 2 and "--uniform 1.5" in err

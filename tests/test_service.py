@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from service_helpers import Server, pid_alive, runs_with_smoke  # noqa: E402
+from service_helpers import Server, pid_alive, runs_with_smoke, wait_until  # noqa: E402
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -69,6 +69,8 @@ def test_page_launch_search_hover_select_download(live, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 1100}, accept_downloads=True)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        # the page works under its Content-Security-Policy (no inline script or style is refused)
+        page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
         page.goto(f"{srv.base}/?token={srv.token}")
         page.wait_for_selector("#runs a[href='#/run/smoke']")
         page.click("#runs a[href='#/run/smoke']")
@@ -78,13 +80,10 @@ def test_page_launch_search_hover_select_download(live, tmp_path):
         page.select_option("#search-form [name=strategy]", "pareto")
         page.select_option("#search-form [name=config]", "smoke")
         page.click("#search-start")
-        page.wait_for_function("document.querySelector('#search-state')?.textContent.trim() === 'running'",
-                               timeout=60_000)
-        page.wait_for_function("document.querySelector('#search-state')?.textContent.trim() === 'done'",
-                               timeout=240_000)
+        wait_until(page, "document.querySelector('#search-state')?.textContent.trim() === 'running'", 60)
+        wait_until(page, "document.querySelector('#search-state')?.textContent.trim() === 'done'", 240)
         # the front, then the uniform-width baselines scored once the search is done
-        page.wait_for_function("document.querySelector('#front')?.textContent.includes('uniform width')",
-                               timeout=120_000)
+        wait_until(page, "document.querySelector('#front')?.textContent.includes('uniform width')", 120)
         page.wait_for_timeout(500)
 
         front = srv.request("GET", "/api/runs/smoke/front")[1]["front"]
@@ -97,7 +96,7 @@ def test_page_launch_search_hover_select_download(live, tmp_path):
         assert f"{100 * cand['top1']:.2f}%" in tip and "channels [" in tip, tip
 
         page.mouse.click(pos["x"], pos["y"])
-        page.wait_for_function(f"document.querySelector('#selected')?.textContent.includes('candidate {cand['id']}')")
+        wait_until(page, f"document.querySelector('#selected')?.textContent.includes('candidate {cand['id']}')")
         with page.expect_download() as dl:
             page.click("#export-json")
         spec = json.loads(open(dl.value.path()).read())
@@ -142,14 +141,16 @@ def test_search_job_events_front_and_exports(live):
         sse = [json.loads(line[6:]) for line in r.read().decode().splitlines() if line.startswith("data: ")]
     assert sse == events[1:]  # the same events as the polling fallback, in order
 
-    doc = srv.request("GET", "/api/runs/smoke/front?baselines=3")[1]  # the page's request: cached
+    status, base = srv.request("POST", "/api/runs/smoke/baselines", {"count": 3})  # the page's request: cached
+    assert status == 200 and len(base["baselines"]) == 3, base
+    doc = srv.request("GET", "/api/runs/smoke/front")[1]
     assert {"run", "strategy", "budgets", "objectives", "front", "baselines"} <= set(doc)
-    assert len(doc["candidates"]) == 24 and doc["finished"] is True and len(doc["baselines"]) == 3
+    assert len(doc["candidates"]) == 24 and doc["finished"] is True and doc["baselines"] == base["baselines"]
     front = doc["front"]
     assert front and all(f["id"] in {c["id"] for c in doc["candidates"]} for f in front)
 
     budget = sorted(c["macs"] for c in front)[len(front) // 2]
-    status, spec_doc = srv.request("GET", f"/api/runs/smoke/export?max_macs={budget}")
+    status, spec_doc = srv.request("POST", "/api/runs/smoke/export", {"max_macs": budget})
     assert status == 200, spec_doc
     fits = [c for c in doc["candidates"] if c["macs"] <= budget]
     best = min(fits, key=lambda c: (-c["top1"], c["macs"], c["id"]))
@@ -157,7 +158,7 @@ def test_search_job_events_front_and_exports(live):
     assert spec_doc == json.loads(spec_file.read_text())
     assert count_cost(load_spec(spec_file))["macs"] == best["macs"] <= budget
 
-    status, blob = srv.request("GET", f"/api/runs/smoke/export?candidate={front[0]['id']}&format=onnx")
+    status, blob = srv.request("POST", "/api/runs/smoke/export", {"candidate": front[0]["id"], "format": "onnx"})
     assert status == 200
     model = onnx.load_from_string(blob)
     opts = json.loads((runs_dir / "smoke" / "space.json").read_text())["options"]
@@ -173,11 +174,11 @@ def test_search_job_events_front_and_exports(live):
 def test_failed_job_shows_its_one_line_error(client, runs_dir):
     """A job whose command fails shows ``failed`` with the command's one-line error."""
     r = client.post("/api/runs", headers=AUTH,
-                    json={"name": "too-big-batch", "config": "smoke", "overrides": {"train.batch_size": 100000}})
+                    json={"name": "too-big-batch", "config": "smoke", "overrides": {"train.batch_size": 60000}})
     assert r.status_code == 202, r.json()
     job = _wait(client, r.json()["id"])
     assert job["state"] == "failed" and job["exit_code"] == 2, job
-    assert job["error"].startswith("train.batch_size=100000 is larger than the training split"), job
+    assert job["error"].startswith("train.batch_size=60000 is larger than the training split"), job
     assert not (runs_dir / "too-big-batch").exists()  # refused before a file was written
     assert client.post(f"/api/jobs/{job['id']}/resume", headers=AUTH).status_code == 409
 

@@ -38,7 +38,8 @@ BAD = [
     ("POST", "/api/runs/smoke/searches", {"max_latency_ms": -1}, 422, "max_latency_ms"),
     ("POST", "/api/runs/smoke/searches", {"strategy": "greedy"}, 422, "strategy"),
     ("POST", "/api/runs/smoke/searches", {"config": "../../etc/passwd"}, 422, "config"),
-    ("POST", "/api/runs/smoke/searches", {"config": "smoke", "overrides": {"generations": -1}}, 422, "overrides"),
+    ("POST", "/api/runs/smoke/searches", {"config": "smoke", "overrides": {"generations": -1}}, 422,
+     "overrides.generations"),
     ("POST", "/api/runs/smoke/searches", {"config": "smoke", "overrides": {"nope": 1}}, 422, "overrides"),
     ("POST", "/api/runs/smoke/searches", {"config": "smoke", "strategy": "constrained"}, 422, "max_macs"),
     ("POST", "/api/runs/smoke/searches", {"objectives": ["speed"]}, 422, "objectives.0"),
@@ -64,9 +65,10 @@ BAD = [
     ("POST", "/api/runs/smoke/trainings", {"seeds": 0}, 422, "seeds"),
     ("POST", "/api/runs/smoke/trainings", {"recipe": "nope"}, 422, "recipe"),
     ("GET", "/api/runs/smoke/front", None, 404, "run"),
-    ("GET", "/api/runs/smoke/export?candidate=1", None, 409, "run"),
-    ("GET", "/api/runs/smoke/export?candidate=1&format=pdf", None, 422, "format"),
-    ("GET", "/api/runs/smoke/export?format=json&with_weights=true&candidate=1", None, 422, "with_weights"),
+    ("POST", "/api/runs/smoke/export", {"candidate": 1}, 409, "run"),
+    ("POST", "/api/runs/smoke/export", {"candidate": 1, "format": "pdf"}, 422, "format"),
+    ("POST", "/api/runs/smoke/export", {"format": "json", "with_weights": True, "candidate": 1}, 422, "with_weights"),
+    ("GET", "/api/runs/smoke/export?candidate=1", None, 405, None),  # GET has no side effects: no export
     ("GET", "/api/runs/smoke/report", None, 404, "run"),
     ("GET", "/api/runs/nope", None, 404, "run"),
     ("GET", "/api/jobs/999", None, 404, "job"),
@@ -76,11 +78,12 @@ BAD = [
     ("GET", "/api/jobs?state=exploded", None, 422, "state"),
     ("GET", "/api/events?after=-1", None, 422, "after"),
     ("GET", "/api/spaces/nope", None, 404, "space"),
-    ("GET", "/api/spaces/mobilenet_v2?width_mult=-1", None, 422, "options"),
+    ("GET", "/api/spaces/mobilenet_v2?width_mult=-1", None, 422, "width_mult"),
 ]
 
 
-SERVICE_FILES = {"service.sqlite3", "service.sqlite3-wal", "service.sqlite3-shm", "service-token", ".service-logs"}
+SERVICE_FILES = {"service.sqlite3", "service.sqlite3-wal", "service.sqlite3-shm", "service-token", ".service-logs",
+                 "service.lock"}
 
 
 def _runs_state(runs, tree_hash):
@@ -108,38 +111,44 @@ def test_token_host_origin_and_size(setup, tree_hash):
     client, runs = setup
     before = _runs_state(runs, tree_hash)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Metaprune-Token": "wrong"}):
-        for path in ("/", "/api/runs", "/docs", "/openapi.json", "/static/app.js"):
+        for path in ("/api/runs", "/api/configs", "/api/jobs", "/api/events", "/api/spaces"):
             r = client.get(path, headers=headers)
             assert r.status_code == 401 and r.json()["field"] == "token", (path, headers)
     assert client.get("/api/runs", headers={"X-Metaprune-Token": TOKEN}).status_code == 200
     assert client.get("/?token=wrong", follow_redirects=False).status_code == 401
+    # the page, its assets and the API description hold no data: they load without the token (the
+    # page then sends it in a header), with a policy that forbids inline script
+    for path in ("/", "/static/app.js", "/docs", "/openapi.json"):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert "script-src 'self'" in r.headers["content-security-policy"], path
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
 
     r = client.get("/api/runs", headers={**AUTH, "Host": "evil.example:8000"})
     assert r.status_code == 403 and r.json()["field"] == "Host"  # DNS rebinding
     r = client.post("/api/runs", headers={**AUTH, "Content-Length": str(10**6)}, content=b"x" * 10**6)
     assert r.status_code == 413 and r.json()["field"] == "body"
 
-    # the browser: the token in the URL once, then an HttpOnly SameSite cookie; the cookie alone does not
-    # let another site's page change state
-    r = client.get(f"/?token={TOKEN}", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/"
-    cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    # the browser: the token in the URL once (the page keeps it in sessionStorage, per origin); no
+    # cookie, which a browser would send to every port of this host: an old one is expired, and refused
+    client.cookies.set("metaprune_token", TOKEN)
     try:
-        assert client.get("/api/runs").status_code == 200
-        assert "plotly-basic.min.js" in client.get("/").text
-        assert client.get("/static/vendor/plotly-basic.min.js").status_code == 200
-        docs = client.get("/docs").text  # the API page needs no CDN either
-        assert "/static/vendor/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
-        assert client.get("/openapi.json").json()["info"]["title"] == "metaprune"
-        body = {"name": "x", "config": "nope"}
-        r = client.post("/api/runs", json=body, headers={"Origin": "http://evil.example"})
-        assert r.status_code == 403 and r.json()["field"] == "Origin"
-        assert client.post("/api/runs", json=body).status_code == 403  # no Origin at all
-        r = client.post("/api/runs", json=body, headers={"Origin": "http://testserver"})
-        assert r.status_code == 422 and r.json()["field"] == "config"  # past the guard, refused on its merits
+        r = client.get("/api/runs")
+        assert r.status_code == 401 and "cookie is not accepted" in r.json()["error"]
+        r = client.get(f"/?token={TOKEN}", follow_redirects=False)
+        assert r.status_code == 200 and "plotly-basic.min.js" in r.text and "<script>" not in r.text
+        assert 'metaprune_token=""' in r.headers["set-cookie"] and "Max-Age=0" in r.headers["set-cookie"]
     finally:
         client.cookies.clear()
+    assert client.get("/static/vendor/plotly-basic.min.js").status_code == 200
+    docs = client.get("/docs").text  # the API page needs no CDN, and has no inline script either
+    assert "/static/vendor/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower() and "<script>" not in docs
+    assert client.get("/openapi.json").json()["info"]["title"] == "metaprune"
+    body = {"name": "x", "config": "nope"}
+    r = client.post("/api/runs", json=body, headers={**AUTH, "Origin": "http://evil.example"})
+    assert r.status_code == 403 and r.json()["field"] == "Origin"
+    r = client.post("/api/runs", json=body, headers={**AUTH, "Origin": "http://testserver:8000"})
+    assert r.status_code == 422 and r.json()["field"] == "config"  # past the guard, refused on its merits
     assert _runs_state(runs, tree_hash) == before
 
 

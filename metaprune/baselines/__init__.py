@@ -12,7 +12,6 @@ from pruningnet import make_spec
 from pruningnet.cost import cost_model
 from pruningnet.errors import UserError
 
-from ..specfile import save_spec
 from ..units import format_count
 from .criteria import CRITERIA, NORMALIZERS, unit_scores
 from .prune import prune_to_budget
@@ -44,8 +43,8 @@ def check_request(req: BaselineRequest, space) -> None:
     """Everything refusable is refused before training or writing anything."""
     if req.seeds < 1:
         raise UserError(f"--seeds {req.seeds} must be >= 1")
-    if not (isinstance(req.slimming, (int, float)) and math.isfinite(req.slimming) and req.slimming >= 0):
-        raise UserError(f"--slimming {req.slimming!r} is not accepted; accepted: a finite number >= 0 "
+    if not (isinstance(req.slimming, (int, float)) and math.isfinite(req.slimming) and 0 <= req.slimming <= 1):
+        raise UserError(f"--slimming {req.slimming!r} is not accepted; accepted: a finite number in [0, 1] "
                         "(Network Slimming used 1e-4 to 1e-5)")
     if req.slimming and req.full_checkpoint:
         raise UserError("--slimming applies while training the full network; it cannot change --full-checkpoint")
@@ -72,14 +71,18 @@ def make_baselines(run, cfg, data, req: BaselineRequest, log: Callable[[str], No
     ``checkpoint_model``: ``req.full_checkpoint`` already loaded (it is loaded here otherwise)."""
     import torch
 
-    from .full import load_full_checkpoint, train_full
+    from ..fileio import atomic_write_many, dumps_json
+    from .full import load_cached_full, load_full_checkpoint, train_full
 
     space = run.space
     check_request(req, space)
     if req.full_checkpoint and checkpoint_model is None:
         checkpoint_model = load_full_checkpoint(space, req.full_checkpoint)
+    if not req.full_checkpoint:  # every cached full network is checked before any is trained or used
+        for i in range(req.seeds):
+            load_cached_full(run.path, space, cfg, cfg.seed + i, req.slimming)
     cm = cost_model(space)
-    rows = []
+    rows, texts = [], {}
     for i in range(req.seeds):
         seed = cfg.seed + i
         if req.full_checkpoint:
@@ -101,7 +104,9 @@ def make_baselines(run, cfg, data, req: BaselineRequest, log: Callable[[str], No
             if crit == "taylor":
                 provenance["taylor_batches"] = req.taylor_batches
             spec = make_spec(space, channels, {"macs": macs, "params": params}, provenance)
-            path = save_spec(spec, baseline_path(run.path, crit, req.max_macs, i, req.seeds))
+            path = baseline_path(run.path, crit, req.max_macs, i, req.seeds)
+            texts[path] = dumps_json(spec.to_dict())
             rows.append({"criterion": crit, "seed": seed, "macs": macs, "params": params, "file": str(path),
                          "channels": channels})
+    atomic_write_many(texts)  # every spec or none: a failure leaves the earlier ones as they were
     return rows

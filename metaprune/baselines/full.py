@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -14,8 +15,12 @@ from pruningnet import build_model, make_spec
 from pruningnet.errors import UserError
 
 from ..config import to_dict
-from ..fileio import atomic_write, load_weights, read_json, write_json
+from ..fileio import atomic_save, load_weights, write_json
+from ..schemas import FULL_RECORD, FULL_WEIGHTS, Kind, Tensors
 from ..threads import max_threads
+
+
+USER_FULL_WEIGHTS = Kind("--full-checkpoint", Tensors(), "pass a checkpoint of a network that trained")
 
 
 def full_spec(space):
@@ -32,6 +37,7 @@ def load_full_checkpoint(space, path: str | Path) -> torch.nn.Module:
     if not isinstance(blob, dict):
         raise UserError(f"--full-checkpoint {str(path)!r} holds no state_dict; accepted: the state_dict of "
                         f"`metaprune build` on the full-width spec of space {space.name}")
+    USER_FULL_WEIGHTS.check(blob, path)  # NaN weights would score every channel alike
     want = model.state_dict()
     missing = sorted(set(want) - set(blob))
     unexpected = sorted(set(blob) - set(want))
@@ -51,19 +57,38 @@ def _key(space, cfg, seed: int, slimming: float) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def load_cached_full(run_path: Path, space, cfg, seed: int, slimming: float) -> tuple[torch.nn.Module, dict] | None:
+    """The cached full-width network of this recipe, data, seed and slimming and its record, checked
+    (finite weights that fit the space, a well-formed record), or None when there is none."""
+    key = _key(space, cfg, seed, slimming)
+    d = run_path / "baselines"
+    weights, record_file = d / f"full-{key}.pt", d / f"full-{key}.json"
+    if not (os.path.lexists(weights) and os.path.lexists(record_file)):
+        return None
+    blob = FULL_WEIGHTS.check(load_weights(weights, "cached full network", follow=False), weights)
+    record = FULL_RECORD.read(record_file)
+    model = build_model(full_spec(space))
+    try:
+        model.load_state_dict(blob)
+    except (RuntimeError, TypeError, KeyError):
+        raise UserError(f"cached full network {str(weights)!r} does not fit space {space.name} at full width; "
+                        "delete it (and its .json record) to train the full network again") from None
+    return model.eval(), record
+
+
 def train_full(run_path: Path, space, cfg, data, seed: int, slimming: float, log=print) -> tuple[torch.nn.Module, dict]:
     """The full-width network trained from scratch with the recipe (cached per recipe, data, seed and
     slimming); returns the model and its record (test top-1, file)."""
     from ..training.loop import fit
 
+    cached = load_cached_full(run_path, space, cfg, seed, slimming)
+    if cached is not None:
+        log(f"reusing the trained full-width network {cached[1]['file']}")
+        return cached
     key = _key(space, cfg, seed, slimming)
     d = run_path / "baselines"
     weights, record_file = d / f"full-{key}.pt", d / f"full-{key}.json"
     model = build_model(full_spec(space))
-    if weights.is_file() and record_file.is_file():
-        model.load_state_dict(load_weights(weights, "cached full network"))
-        log(f"reusing the trained full-width network {weights}")
-        return model.eval(), read_json(record_file, "full-network record")
     trial = {"name": "full", "kind": "full", "seed": seed, "epochs": cfg.recipe.epochs, "space": space.name,
              "options": dict(space.options), "channels": dict(space.max_channels()), "recipe": to_dict(cfg.recipe),
              "threads": max_threads() or torch.get_num_threads(), "gpus": 0, "slimming": slimming}
@@ -78,7 +103,7 @@ def train_full(run_path: Path, space, cfg, data, seed: int, slimming: float, log
     metrics = fit(trial, data, on_epoch=keep)
     model.load_state_dict(holder["state"])
     d.mkdir(parents=True, exist_ok=True)
-    atomic_write(weights, lambda p: torch.save(holder["state"], p))
+    atomic_save(weights, holder["state"])
     record = {"file": str(weights), "seed": seed, "slimming": slimming, "epochs": cfg.recipe.epochs,
               "test_top1": metrics.get("test_top1"), "recipe": to_dict(cfg.recipe)}
     write_json(record_file, record)

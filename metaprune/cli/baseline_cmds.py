@@ -8,7 +8,7 @@ import click
 
 from pruningnet.errors import UserError
 
-from .common import echo_json, json_option, parse_key_values
+from .common import echo_json, json_option, lock_run, parse_key_values
 from .main import cli
 
 
@@ -22,7 +22,7 @@ from .main import cli
                    "e.g. 12M.")
 @click.option("--like", "like", metavar="SPEC", type=click.Path(dir_okay=False),
               help="Use this spec's MACs as the budget (e.g. the search's exported pick).")
-@click.option("--seeds", type=int, default=1, show_default=True,
+@click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Full networks trained with seeds seed..seed+N-1; one spec per criterion and seed.")
 @click.option("--slimming", type=float, default=0.0, show_default=True, metavar="LAMBDA",
               help="Network Slimming: L1 penalty on BN scales while training the full network.")
@@ -33,7 +33,7 @@ from .main import cli
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
 @click.option("--normalizer", type=click.Choice(["mean", "max", "none"]), default="mean", show_default=True,
               help="Per-layer score normaliser before the global ranking (Torch-Pruning's default: mean).")
-@click.option("--taylor-batches", type=int, default=10, show_default=True,
+@click.option("--taylor-batches", type=click.IntRange(1, 100_000), default=10, show_default=True,
               help="Training batches (64 images) whose gradients the Taylor criterion sums.")
 @json_option
 def baseline(run_dir, criteria, max_macs, like, seeds, slimming, full_checkpoint, recipe, sets, normalizer,
@@ -72,6 +72,7 @@ def baseline(run_dir, criteria, max_macs, like, seeds, slimming, full_checkpoint
 
         checkpoint_model = load_full_checkpoint(run.space, full_checkpoint)  # refused before anything is written
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
+    lock_run(run.path, "baseline")  # one writer per run, until this command ends
     rows = make_baselines(run, cfg, data, req, log=log, checkpoint_model=checkpoint_model)
     if as_json:
         echo_json({"run": str(run.path), "max_macs": budget, "baselines": rows})

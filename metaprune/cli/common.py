@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import click
-import yaml
 
 from pruningnet.errors import UserError
+
+from ..config import YamlSyntaxError, load_yaml
 
 
 def parse_key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -18,9 +20,9 @@ def parse_key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
             raise UserError(f"{flag} {pair!r} is not key=value")
         key, value = pair.split("=", 1)
         try:
-            parsed = yaml.safe_load(value) if value != "" else ""
-        except yaml.YAMLError:
-            parsed = value
+            parsed = load_yaml(value, f"{flag} {pair!r}") if value != "" else ""
+        except YamlSyntaxError:
+            parsed = value  # not YAML: the text itself
         if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) and ":" in value:
             parsed = value  # YAML 1.1 reads 0:1:0.1 as a base-60 number; it is a start:stop:step
         out[key.strip()] = parsed
@@ -46,3 +48,38 @@ def check_device(ctx, param, value):
             raise click.BadParameter(f"{value!r}: no CUDA device is available here; accepted: auto, cpu",
                                      ctx=ctx, param=param)
     return value
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number in ``[lo, hi]`` (``lo_open``: ``(lo, hi]``); click's ``float`` takes ``nan``
+    and ``inf``, and ``FloatRange`` lets ``nan`` through."""
+
+    name = "number"
+
+    def __init__(self, lo: float, hi: float, lo_open: bool = False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = math.nan
+        ok = math.isfinite(v) and (self.lo < v if self.lo_open else self.lo <= v) and v <= self.hi
+        if not ok:
+            self.fail(f"{value!r} is not accepted; accepted: a finite number in "
+                      f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]", param, ctx)
+        return v
+
+
+#: ``--cpus-per-trial`` / ``--gpus-per-trial``: finite amounts (``nan`` used to reach plan.json).
+CPUS_PER_TRIAL = FiniteFloat(0.0, 1024.0, lo_open=True)
+GPUS_PER_TRIAL = FiniteFloat(0.0, 64.0)
+
+
+def lock_run(run_dir, job: str, create: bool = False):
+    """Hold the run lock (:func:`metaprune.runlock.run_lock`) on ``run_dir`` until the running
+    command ends: one call in a command body, released when click closes the command's context
+    (``create``: make the directory of a new run first)."""
+    from ..runlock import run_lock
+
+    return click.get_current_context().with_resource(run_lock(run_dir, job, create=create))

@@ -1,7 +1,7 @@
 """``metaprune latency build`` and ``latency check``: per-layer latency tables measured on this machine."""
 from __future__ import annotations
 
-import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -14,10 +14,12 @@ from pruningnet.spaces.ir import Space
 
 from ..latency import (LatencyTable, build_table, check_spec, current_key, default_table_path,
                        load_table)
+from ..config import THREADS_RANGE
 from ..latency.busy import check_idle
 from ..latency.shapes import grid_shapes
 from ..latency.table import DEFAULT_GRID_STEP
 from ..latency.timing import TimingConfig, check_clock
+from ..schemas import SPACE_FILE
 from ..specfile import load_spec
 from .common import check_device, echo_json, json_option, options_option, parse_key_values
 from .main import cli
@@ -36,15 +38,11 @@ def _space_of(target: str, options: dict) -> tuple[Space, Path | None]:
             raise UserError(f"-o options apply to a SPACE, not to run directory {target!r} "
                             "(its space.json fixes the space)")
         sj = p / "space.json"
-        if not sj.is_file():
+        if not os.path.lexists(sj):
             raise UserError(f"run directory {target!r} has no space.json; accepted: a run directory "
                             "or a space name")
-        try:
-            doc = json.loads(sj.read_text())
-            name, opts = doc["space"], doc.get("options", {})
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{str(sj)!r} is not {{\"space\": NAME, \"options\": {{...}}}}") from None
-        return get_space(name, **opts), p
+        doc = SPACE_FILE.read(sj)
+        return get_space(doc["space"], **doc["options"]), p
     if "/" in target or target.startswith("."):
         raise UserError(f"run directory {target!r} does not exist; accepted: a run directory or a space name")
     return get_space(target, **options), None
@@ -58,9 +56,10 @@ def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -
 @click.argument("target", metavar="RUN|SPACE")
 @options_option
 @click.option("--device", default="cpu", show_default=True, callback=check_device, help="cpu or cuda.")
-@click.option("--batch-size", type=int, default=1, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch threads while timing [default: torch's].")
-@click.option("--grid-step", type=int, default=DEFAULT_GRID_STEP, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 1 << 16), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(*THREADS_RANGE), default=None,
+              help="torch threads while timing [default: torch's].")
+@click.option("--grid-step", type=click.IntRange(1, 64), default=DEFAULT_GRID_STEP, show_default=True,
               help="Dense convs are timed at every Nth (in, out) choice and interpolated; 1 = exact.")
 @click.option("--clock", default="wall", show_default=True,
               help="wall (latency), or cpu: the timing thread's CPU time, robust to other processes on a "
@@ -114,7 +113,8 @@ def latency_build(target: str, options: tuple[str, ...], device: str, batch_size
 @click.option("--table", "table_file", type=click.Path(dir_okay=False),
               help="Latency table [default: an in-memory table measured now for this spec only].")
 @click.option("--device", default="cpu", show_default=True, callback=check_device, help="Without --table: cpu or cuda.")
-@click.option("--threads", type=int, default=None, help="Without --table: torch threads.")
+@click.option("--threads", type=click.IntRange(*THREADS_RANGE), default=None,
+              help="Without --table: torch threads.")
 @click.option("--clock", default="wall", show_default=True, help="Without --table: wall or cpu.")
 @click.option("--busy-ok", is_flag=True,
               help="Time even when other processes keep the CPUs busy (refused by default with the wall clock).")

@@ -13,7 +13,7 @@ from ..config import load_config
 from ..meta_config import MetaTrainConfig
 from ..runs import create_run, open_run, resolve_space
 from ..units import format_count
-from .common import echo_json, json_option, parse_key_values
+from .common import echo_json, json_option, lock_run, parse_key_values
 from .main import cli
 
 
@@ -40,13 +40,16 @@ def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet, wo
 
     if workers is None and (gpus_per_worker or address):
         raise UserError("--gpus-per-worker and --address go with --workers N")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers {workers} must be >= 1")
+    if workers is not None and not 1 <= workers <= 1024:
+        raise UserError(f"--workers {workers} is not accepted; accepted: an integer in [1, 1024]")
+    if not 0 <= gpus_per_worker <= 64:  # also refuses nan and inf
+        raise UserError(f"--gpus-per-worker {gpus_per_worker} is not accepted; accepted: a number in [0, 64]")
 
     if resume_dir:
         if config_path or sets or run_dir:
             raise UserError("--resume takes the run's own config; do not pass -c, --set or --run-dir with it")
         run = open_run(resume_dir)
+        lock_run(run.path, "train-pruningnet")  # one writer per run, until this command ends
         _check_workers(run.config, workers)
         data = run.load_data()
     else:
@@ -64,6 +67,10 @@ def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet, wo
         space = resolve_space(cfg, data)
         check_trainable(cfg, data)  # everything that can be refused is refused before a file is written
         _check_workers(cfg, workers)
+        lock_run(path, "train-pruningnet", create=True)
+        if (path / "config.yaml").exists():  # another train-pruningnet created it meanwhile
+            raise UserError(f"run directory {str(path)!r} already holds a run; pass --resume {path} "
+                            "to continue it or choose another --run-dir")
         run = create_run(path, cfg, space, data)
     click.echo(f"run: {run.path}  space: {run.space.name}  data: {data.name} {data.info}", err=True)
     if workers is not None:
@@ -86,8 +93,8 @@ def _check_workers(cfg, workers: int | None) -> None:
 @click.argument("run_dir", metavar="RUN")
 @click.argument("spec_file", metavar="SPEC", required=False)
 @click.option("--uniform", type=float, help="Score the uniform-width vector at this ratio of the max (0, 1].")
-@click.option("--bn-batches", type=click.IntRange(min=1), help="Training batches for BN re-estimation [default: from the run].")
-@click.option("--max-images", type=click.IntRange(min=1), help="Score on at most this many search-split images.")
+@click.option("--bn-batches", type=click.IntRange(1, 1_000_000), help="Training batches for BN re-estimation [default: from the run].")
+@click.option("--max-images", type=click.IntRange(1, 10**9), help="Score on at most this many search-split images.")
 @json_option
 def evaluate(run_dir, spec_file, uniform, bn_batches, max_images, as_json) -> None:
     """Proxy accuracy (search split, PruningNet weights, BN re-estimated) of SPEC or a uniform vector."""

@@ -2,6 +2,8 @@
 the front, and export the pick."""
 from __future__ import annotations
 
+import os
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -9,7 +11,7 @@ import click
 from pruningnet.errors import UserError
 
 from ..units import parse_count
-from .common import check_device, echo_json, json_option, parse_key_values
+from .common import check_device, echo_json, json_option, lock_run, parse_key_values
 from .main import cli
 
 _BUDGET_HELP = ("Budgets: --max-macs (alias --flops: the pruning papers' \"FLOPs\" are MACs, "
@@ -34,10 +36,19 @@ def _budgets(max_macs: str | None, max_params: str | None, max_latency_ms: float
     if max_params is not None:
         out["params"] = parse_count(max_params, "--max-params")
     if max_latency_ms is not None:
-        if not max_latency_ms > 0:
-            raise UserError(f"--max-latency-ms={max_latency_ms!r} must be a positive number of ms")
+        if not 0 < max_latency_ms <= 1e7:  # also refuses nan and inf
+            raise UserError(f"--max-latency-ms={max_latency_ms!r} is not accepted; accepted: a positive number "
+                            "of ms up to 1e7")
         out["latency_ms"] = float(max_latency_ms)
     return out
+
+
+def _inside(path: Path, run_path: Path) -> bool:
+    """Whether ``path`` (or the spec written beside it) lands inside the run directory."""
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(run_path))
+    except OSError:
+        return False
 
 
 def _scorer_factory(run_path: Path, device: str):
@@ -48,7 +59,9 @@ def _scorer_factory(run_path: Path, device: str):
         state = read_state(run_path)
         if state is None:
             raise UserError(f"run {str(run_path)!r} has no search state")
-        return ProxyScorer(run_path, ProxySettings(**state["search"]["proxy"]), device=device)
+        proxy = state["search"]["proxy"]  # checked (metaprune/schemas.py); later versions may add keys
+        return ProxyScorer(run_path, ProxySettings(**{f.name: proxy.get(f.name) for f in fields(ProxySettings)}),
+                           device=device)
 
     return make
 
@@ -91,8 +104,8 @@ def search(run_dir, max_macs, max_params, max_latency_ms, max_flops_metapruning,
     budgets = _budgets(max_macs, max_params, max_latency_ms)
     if max_flops_metapruning is not None:
         budgets["flops_metapruning"] = parse_count(max_flops_metapruning, "--max-flops-metapruning")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers {workers} must be >= 1")
+    if workers is not None and not 1 <= workers <= 1024:
+        raise UserError(f"--workers {workers} is not accepted; accepted: an integer in [1, 1024]")
     if resume and (config_path or sets or strategy or objectives or overwrite):
         raise UserError("--resume continues the saved search with its own config; drop -c, --set, "
                         "--strategy, --objectives and --overwrite")
@@ -189,8 +202,10 @@ def export(run_dir, candidate_id, max_macs, max_params, max_latency_ms, output, 
     doc = read_candidates(run.path)
     cand = pick_candidate(doc["candidates"], candidate_id=candidate_id, budgets=budgets)
     spec = candidate_spec(run.space, cand, doc, run.path)
-    written = export_candidate(run, spec, Path(output), fmt, with_weights,
-                               _scorer_factory(run.path, device))
+    out = Path(output)
+    if _inside(out, run.path):  # writing into the run: one writer at a time
+        lock_run(run.path, "export")
+    written = export_candidate(run, spec, out, fmt, with_weights, _scorer_factory(run.path, device))
     if as_json:
         echo_json({"id": cand["id"], "files": [str(p) for p in written], **spec.metrics})
         return

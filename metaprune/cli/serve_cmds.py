@@ -23,8 +23,10 @@ from .main import cli
               help="Allow binding a non-loopback --host (the token is then the only guard: use TLS in front).")
 def serve(runs_dir, host, port, max_jobs, allow_remote) -> None:
     """Serve RUNS_DIR over HTTP: launch meta-training, searches (MACs budgets, the papers' FLOPs) and
-    scratch training as jobs, watch them, inspect Pareto fronts and export picks. Every route needs the
-    token printed at start (kept in RUNS_DIR/service-token, mode 0600)."""
+    scratch training as jobs, watch them, inspect Pareto fronts and export picks. Every API route needs
+    the token printed at start (kept in RUNS_DIR/service-token, mode 0600, at least 32 random bytes;
+    a link, a non-regular file or one others may read is refused). One server per runs directory
+    (RUNS_DIR/service.lock): a second one exits naming the first one's pid."""
     try:
         import uvicorn
 
@@ -40,6 +42,7 @@ def serve(runs_dir, host, port, max_jobs, allow_remote) -> None:
     if runs.exists() and not runs.is_dir():
         raise UserError(f"--runs-dir {runs_dir!r} is not a directory")
     runs.mkdir(parents=True, exist_ok=True)
+    token = load_or_create_token(runs)  # UserError (exit 2, one line) for a link, open mode, short token
     gpus = 0
     try:
         import torch
@@ -48,8 +51,8 @@ def serve(runs_dir, host, port, max_jobs, allow_remote) -> None:
     except Exception:  # noqa: BLE001 - a broken CUDA install means CPU
         gpus = 0
     jobs = max_jobs or max(1, gpus)
-    token = load_or_create_token(runs)
     wildcard = host in ("0.0.0.0", "::")  # reached under names we cannot know: the token guards alone
+    # holds RUNS_DIR/service.lock until the server stops; a second server exits here, naming the first
     app = create_app(runs, token=token, max_jobs=jobs, host=host, port=port, gpus=gpus,
                      check_host=not (allow_remote and wildcard))
     shown = f"[{host}]" if ":" in host else host

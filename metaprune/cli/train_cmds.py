@@ -1,21 +1,16 @@
 """``metaprune train`` and ``metaprune report``: scratch training on Ray Tune and its results."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from pruningnet.errors import UserError
 
-from ..config import from_dict, to_dict
+from ..config import to_dict
 from ..fileio import write_json
-from .common import echo_json, json_option, parse_key_values
+from .common import echo_json, json_option, lock_run, parse_key_values
 from .main import cli
-
-
-def _plan_path(run: Path) -> Path:
-    return run / "train" / "plan.json"
 
 
 @cli.command()
@@ -34,21 +29,25 @@ def _plan_path(run: Path) -> Path:
 @click.option("--gpus-per-trial", type=float, default=None, help="Default: 1 if the cluster has GPUs, else 0.")
 @click.option("--address", default=None, help="Attach to a running Ray cluster (auto or HOST:PORT); "
                                               "default: reuse or start a local one.")
-@click.option("--resume", is_flag=True, help="Restore RUN's interrupted training experiment.")
+@click.option("--resume", is_flag=True, help="Continue RUN's interrupted training from RUN/train/plan.json: finished "
+              "trials are kept, the others go on from their last checkpoint (weights only; nothing is unpickled).")
 @click.option("--quiet", is_flag=True, help="Less Ray Tune progress output.")
 def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: str, epochs: int | None,
           seeds: int, recipe: str | None, sets: tuple[str, ...], cpus_per_trial: float,
           gpus_per_trial: float | None, address: str | None, resume: bool, quiet: bool) -> None:
     """Train specs from scratch, one Ray Tune trial per (spec, seed), each against the uniform-width
     baseline with the largest MACs not above its own; results go to RUN/train/results.json."""
-    from ..training import TrainConfig, load_train_config
+    from ..training import load_train_config
     from ..training.loop import check_fits, scratch_data
     from ..training.plan import from_front, from_spec_files, trial_configs, with_baselines
     from ..training.results import summarise, write_results
     from ..training.report import format_table
-    from ..training.runner import connect, default_gpus_per_trial, new_experiment_name, run_trials
+    from ..training.resume import pending_trials, plan_path, read_plan, reports_dir
+    from ..training.runner import (connect, default_gpus_per_trial, new_experiment_name, resume_experiment_name,
+                                   run_trials)
 
     run = Path(run_dir)
+    storage = run / "train" / "ray"
     if seeds < 1:
         raise UserError(f"--seeds {seeds} must be >= 1")
     if epochs is not None and epochs < 1:
@@ -59,16 +58,18 @@ def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: st
         raise UserError(f"--cpus-per-trial {cpus_per_trial} must be > 0")
     if gpus_per_trial is not None and gpus_per_trial < 0:
         raise UserError(f"--gpus-per-trial {gpus_per_trial} must be >= 0")
+    lock_run(run, "train", create=True)  # one writer per run until this command ends (metaprune/runlock.py)
 
+    finished: list = []
+    trials: list[dict] = []
     if resume:
+        # never Tuner.restore: Ray's experiment state is pickled (training/resume.py)
         if top is not None or spec_files:
             raise UserError("--resume takes the specs from RUN/train/plan.json; drop --top/--spec")
-        if not _plan_path(run).is_file():
-            raise UserError(f"run {str(run)!r} has no training to resume ({str(_plan_path(run))!r} is missing)")
-        plan = json.loads(_plan_path(run).read_text())
-        cfg = from_dict(TrainConfig, plan["config"])
-        candidates, trials, name, budget = plan["candidates"], plan["trials"], plan["experiment"], plan["budget"]
-        cpus_per_trial, gpus = plan["cpus_per_trial"], plan["gpus_per_trial"]
+        plan = read_plan(run)
+        cfg, candidates, trials, name, budget = plan.config, plan.candidates, plan.trials, plan.experiment, plan.budget
+        cpus_per_trial, gpus = plan.cpus_per_trial, plan.gpus_per_trial
+        finished, trials = pending_trials(storage, plan)
     else:
         if (top is None) == (not spec_files):
             raise UserError("give either --top K (from RUN's search) or --spec FILE, not both and not neither")
@@ -76,34 +77,42 @@ def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: st
         cands = from_front(run, top) if top is not None else from_spec_files(spec_files)
         cands = with_baselines(cands)
         candidates = [c.row() for c in cands]
-    data = scratch_data(cfg.data.load(cfg.seed), cfg.recipe, cfg.seed)
-    for c in candidates:
-        check_fits(c["space"], c["options"], data, c["name"])
+    outcomes = list(finished)
+    if trials or not resume:
+        data = scratch_data(cfg.data.load(cfg.seed), cfg.recipe, cfg.seed)
+        for c in candidates:
+            check_fits(c["space"], c["options"], data, c["name"])
+        started = connect(address)
+        try:
+            if not resume:
+                gpus = default_gpus_per_trial() if gpus_per_trial is None else gpus_per_trial
+            from ..ray_resources import require
 
-    started = connect(address)
-    try:
-        if not resume:
-            gpus = default_gpus_per_trial() if gpus_per_trial is None else gpus_per_trial
-        from ..ray_resources import require
+            # one trial must fit the cluster, or Ray Tune leaves it pending forever
+            require(f"--cpus-per-trial {cpus_per_trial:g} / --gpus-per-trial {gpus:g}", cpus=cpus_per_trial,
+                    gpus=gpus, each="for one trial")
+            if resume:
+                experiment = resume_experiment_name(storage, name)
+                click.echo(f"resuming {len(trials)} of {len(plan.trials)} trial(s) ({len(finished)} finished) "
+                           f"on Ray ({cpus_per_trial:g} CPU, {gpus:g} GPU per trial); experiment {experiment}",
+                           err=True)
+            else:
+                trials = trial_configs(cands, cfg, budget, epochs, seeds, cpus_per_trial, gpus)
+                name = experiment = new_experiment_name(storage)
+                write_json(plan_path(run), {"experiment": name, "budget": budget, "config": to_dict(cfg),
+                                             "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus,
+                                             "candidates": candidates, "trials": trials})
+                click.echo(f"training {len(trials)} trial(s) of {len(candidates)} network(s) on Ray "
+                           f"({cpus_per_trial:g} CPU, {gpus:g} GPU per trial); experiment {name}", err=True)
+            outcomes += run_trials(storage, experiment, trials, data, cfg, cpus_per_trial, gpus,
+                                   verbose=0 if quiet else 1, reports=reports_dir(storage, name))
+        finally:
+            if started:
+                import ray
 
-        # one trial must fit the cluster, or Ray Tune leaves it pending forever
-        require(f"--cpus-per-trial {cpus_per_trial:g} / --gpus-per-trial {gpus:g}", cpus=cpus_per_trial,
-                gpus=gpus, each="for one trial")
-        if not resume:
-            trials = trial_configs(cands, cfg, budget, epochs, seeds, cpus_per_trial, gpus)
-            name = new_experiment_name(run / "train" / "ray")
-            write_json(_plan_path(run), {"experiment": name, "budget": budget, "config": to_dict(cfg),
-                                         "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus,
-                                         "candidates": candidates, "trials": trials})
-        click.echo(f"training {len(trials)} trial(s) of {len(candidates)} network(s) on Ray "
-                   f"({cpus_per_trial:g} CPU, {gpus:g} GPU per trial); experiment {name}", err=True)
-        outcomes = run_trials(run / "train" / "ray", name, trials, data, cfg, cpus_per_trial, gpus,
-                              resume=resume, verbose=0 if quiet else 1)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+                ray.shutdown()
+    else:
+        click.echo(f"all {len(finished)} trial(s) of {str(plan.path)!r} had finished; nothing to resume", err=True)
     rows = summarise(candidates, outcomes, budget)
     path = write_results(run, rows)
     click.echo(format_table(rows))

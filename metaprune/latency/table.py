@@ -37,7 +37,8 @@ from pruningnet.errors import UserError
 from pruningnet.spaces.ir import Scaled, Space
 from pruningnet.spec import make_spec
 
-from ..fileio import write_json
+from ..fileio import read_json, write_json
+from ..schemas import LATENCY_TABLE
 from .machine import MachineKey, check_device, current_key
 from .shapes import Shape, Term, grid_shapes, resolve, space_terms, term_axes, term_points
 from .timing import CLOCKS, MODEL_TIMING, check_clock, TimingConfig, measure_model_ms, time_call_ms, torch_threads
@@ -247,7 +248,13 @@ class LatencyTable:
             self.calibrate(space)
             if self.path is not None:
                 self.save()
-        return terms + overhead_at(self.overheads[space_key(space)], terms)
+        pred = terms + overhead_at(self.overheads[space_key(space)], terms)
+        if not np.all(np.isfinite(pred) & (pred > 0)):  # a damaged overhead (entries are checked at load)
+            bad = float(pred[~(np.isfinite(pred) & (pred > 0))][0])
+            raise UserError(f"latency table {str(self.path) if self.path else '(in memory)'!r} predicts {bad:.4g} ms "
+                            f"for a network of space {space.name}: its overheads entry {space_key(space)!r} is "
+                            "damaged; accepted: a positive latency; rebuild it with 'metaprune latency build'")
+        return pred
 
     def breakdown_ms(self, space: Space, channels: Mapping[str, int]) -> dict[str, float]:
         """``{term name: ms}`` for one channels dict, plus ``"overhead"``; sums to the prediction."""
@@ -287,41 +294,32 @@ class LatencyTable:
         return target
 
 
-def _read(path: Path) -> LatencyTable:
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"latency table {str(path)!r} is not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("format"), str) \
-            or not doc["format"].startswith(FORMAT_NAME + "/"):
-        fmt = doc.get("format") if isinstance(doc, dict) else None
+def _read(path: Path, follow: bool = True) -> LatencyTable:
+    """A table file, every field checked (:data:`metaprune.schemas.LATENCY_TABLE`)."""
+    doc = read_json(path, "latency table", kind=None, follow=follow)
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith(FORMAT_NAME + "/"):
         raise UserError(f"file {str(path)!r} has format={fmt!r}, not a latency table; accepted: {FORMAT!r}")
-    try:
-        version = int(doc["format"].rsplit("/", 1)[1])
-    except ValueError:
-        raise UserError(f"latency table {str(path)!r} has format={doc['format']!r}; accepted: {FORMAT!r}") from None
-    if version != FORMAT_VERSION:
-        raise UserError(f"latency table {str(path)!r} has format={doc['format']!r}; this metaprune reads "
+    if fmt != FORMAT:
+        raise UserError(f"latency table {str(path)!r} has format={fmt!r}; this metaprune reads "
                         f"{FORMAT!r}; rebuild it with 'metaprune latency build'")
-    try:
-        key = MachineKey(**doc["key"])
-        timing = TimingConfig(**doc.get("timing", {}))
-        if timing.clock not in CLOCKS:
-            raise ValueError(f"clock {timing.clock!r} is not one of {CLOCKS}")
-        entries = {str(k): float(v) for k, v in doc["entries"].items()}
-        return LatencyTable(key, timing, int(doc.get("grid_step", DEFAULT_GRID_STEP)), entries,
-                            doc.get("overheads", {}), path, doc.get("info", {}))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"latency table {str(path)!r} is malformed ({type(e).__name__}: {e})") from None
+    LATENCY_TABLE.check(doc, path)
+    timing = TimingConfig(**{k: v for k, v in doc.get("timing", {}).items()
+                             if k in ("warmup", "repeats", "min_sample_ms", "clock")})
+    entries = {k: float(v) for k, v in doc["entries"].items()}
+    key = MachineKey(**{k: doc["key"][k] for k in ("device", "device_name", "threads", "batch_size", "torch")})
+    return LatencyTable(key, timing, doc.get("grid_step", DEFAULT_GRID_STEP), entries,
+                        doc.get("overheads", {}), path, doc.get("info", {}))
 
 
-def load_table(path: str | os.PathLike, strict: bool = False) -> LatencyTable:
-    """Load a table file. A key that does not match this machine warns (:class:`LatencyKeyWarning`),
-    or raises :class:`UserError` with ``strict``; a missing or malformed file raises UserError."""
+def load_table(path: str | os.PathLike, strict: bool = False, follow: bool = True) -> LatencyTable:
+    """Load a table file (``follow=False``: a run's own, no symbolic link). A key that does not match
+    this machine warns (:class:`LatencyKeyWarning`), or raises :class:`UserError` with ``strict``; a
+    missing or malformed file raises UserError."""
     p = Path(path)
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise UserError(f"latency table {str(p)!r} does not exist; build one with 'metaprune latency build'")
-    table = _read(p)
+    table = _read(p, follow)
     try:
         here = current_key(table.key.device, table.key.batch_size, table.key.threads)
         bad = table.key.mismatches(here)

@@ -1,6 +1,7 @@
 """Scoring and costing candidates of a run: the fitness and cost functions handed to :mod:`evolution`."""
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -92,10 +93,10 @@ def load_latency_table(run_path: Path):
     from ..latency import default_table_path, load_table
 
     path = default_table_path(run_path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise UserError(f"run {str(run_path)!r} has no latency table at {str(path)!r}; run "
                         f"`metaprune latency build {run_path}` first")
-    return load_table(path)
+    return load_table(path, follow=False)
 
 
 def make_cost_fn(space: Space, latency_table=None, metapruning_flops: bool = False

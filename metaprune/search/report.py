@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 from pruningnet.cost import cost_model
+from pruningnet.errors import UserError
 
-from ..fileio import atomic_write, read_json, write_json
+from ..fileio import atomic_write, write_json
+from ..schemas import BASELINE_SCORES
 from ..units import format_count
 from .store import search_dir
 
@@ -56,9 +58,12 @@ def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) 
 
     f = search_dir(run_path) / BASELINES_FILE
     fingerprint = open_run(run_path).pruningnet_fingerprint()
-    doc = read_json(f, "baseline scores", keys=("baselines",)) if f.is_file() else {"baselines": []}
-    if doc.get("pruningnet") != fingerprint or not isinstance(doc["baselines"], list):
-        doc = {"baselines": []}  # scored by another PruningNet (or damaged): score again
+    try:
+        doc = BASELINE_SCORES.read(f) if f.exists() else {"baselines": []}
+    except UserError:
+        doc = {"baselines": []}  # a cache only: damaged, it is scored again (and rewritten)
+    if doc.get("pruningnet") != fingerprint:
+        doc = {"baselines": []}  # scored by another PruningNet: score again
     cache = {json.dumps(b["channels"], sort_keys=True): b for b in doc["baselines"]}
     scorer = None
     out = []

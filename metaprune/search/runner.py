@@ -15,6 +15,7 @@ from evolution import BudgetError, Problem, resume_search, run_search
 from pruningnet.errors import UserError
 
 from ..config import from_dict, to_dict
+from ..runlock import run_lock
 from ..units import format_count
 from .config import SearchConfig
 from .evaluate import ProxyScorer, load_latency_table, make_cost_fn, proxy_settings
@@ -66,12 +67,18 @@ def _resolve(run, cfg: SearchConfig | None, budgets: Mapping[str, float], resume
         if saved is None:
             raise UserError(f"run {str(run.path)!r} has no search to resume; start one without --resume")
         meta = saved["search"]
+        state_file = search_dir(run.path) / "state.json"
+        try:
+            cfg = from_dict(SearchConfig, meta["config"], prefix="search.config.")
+        except UserError as e:
+            raise UserError(f"search state {str(state_file)!r} is damaged: {e}; start a new search with "
+                            "--overwrite") from None
         for key, value in budgets.items():
             if meta["budgets"].get(key) != value:
                 raise UserError(f"{BUDGET_FLAGS[key]} {value} differs from the saved search's "
                                 f"{meta['budgets'].get(key)}; resume without budget flags or start anew "
                                 "with --overwrite")
-        return from_dict(SearchConfig, meta["config"]), dict(meta["budgets"]), saved
+        return cfg, dict(meta["budgets"]), saved
     return cfg or SearchConfig(), dict(budgets), None
 
 
@@ -84,6 +91,18 @@ def _refuse_existing(run_path: Path, overwrite: bool) -> None:
         state = "a finished" if saved["evolution"]["finished"] else "an unfinished"
         raise UserError(f"run {str(run_path)!r} already holds {state} search ({n} candidates); pass "
                         "--resume to continue it or --overwrite to start a new one")
+
+
+def _check_resumable(run_path: Path, saved: dict, settings, seed: int, budgets: dict, choices) -> None:
+    """The saved evolution state belongs to the saved search (the schema checked its types)."""
+    evo = saved["evolution"]
+    want = {"seed": seed, "settings": settings.to_dict(), "budgets": budgets,
+            "choices": [list(map(int, c)) for c in choices]}
+    for key, value in want.items():
+        if evo[key] != value:
+            raise UserError(f"search state {str(search_dir(run_path) / 'state.json')!r} is damaged: "
+                            f"evolution.{key} does not match the saved search's own (accepted: {str(value)[:60]}); "
+                            "start a new search with --overwrite")
 
 
 class _Replaced:
@@ -108,15 +127,15 @@ def _replacing(d: Path, active: bool):
                 os.replace(f, d / f.name)
         shutil.rmtree(aside, ignore_errors=True)
     files = [f for f in (*d.glob("*.json"), d / "pareto.png") if f.is_file()] if active else []
-    if files:
-        aside.mkdir()
-        for f in files:
-            os.replace(f, aside / f.name)
     replaced = _Replaced(aside if files else None)
     try:
+        if files:
+            aside.mkdir()
+            for f in files:
+                os.replace(f, aside / f.name)
         yield replaced
     except BaseException:
-        if replaced.aside is not None:
+        if replaced.aside is not None and replaced.aside.is_dir():
             for f in d.glob("*.json"):
                 f.unlink()
             for f in replaced.aside.iterdir():
@@ -136,6 +155,14 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
     run = open_run(run_path)
     if not run.has_pruningnet():
         raise UserError(f"run {str(run.path)!r} has no trained PruningNet; finish meta-training first")
+    with run_lock(run.path, "search"):  # one writer per run: everything below sees the run as it stays
+        return _search_locked(run, cfg, budgets, resume=resume, overwrite=overwrite, workers=workers,
+                              address=address, device=device, progress=progress)
+
+
+def _search_locked(run, cfg: SearchConfig | None, budgets: Mapping[str, float], *, resume: bool, overwrite: bool,
+                   workers: int | None, address: str | None, device: str,
+                   progress: Callable[[str], None] | None) -> SearchOutcome:
     cfg, budgets, saved = _resolve(run, cfg, budgets, resume, overwrite)
     settings = cfg.settings()
     if cfg.strategy == "constrained" and not budgets:
@@ -160,27 +187,30 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
         raise UserError(f"run {str(run.path)!r}: pruningnet.pt changed since this search started (meta-trained "
                         "again?); resuming would mix scores of two PruningNets. Start a new search with "
                         "--overwrite")
+    if saved is not None:
+        _check_resumable(run.path, saved, settings, seed, budgets, probe.choices)
     meta = {"run": str(run.path), "space": space.name, "strategy": cfg.strategy, "budgets": budgets,
             "seed": seed, "config": to_dict(cfg), "proxy": proxy.to_dict(), "pruningnet": fingerprint}
 
     ray_map = None
-    if workers is not None or address is not None:
-        from .ray_map import RayActorMap
-
-        # before the lock: a request the Ray cluster cannot meet is refused with the run untouched
-        ray_map = RayActorMap(run.path, proxy, workers=workers, address=address, device=device)
+    written: dict = {"generation": saved["evolution"]["generation"] if saved else None}
     try:
+        if workers is not None or address is not None:
+            from .ray_map import RayActorMap
+
+            # before anything is moved: a request the Ray cluster cannot meet is refused with the run untouched
+            ray_map = RayActorMap(run.path, proxy, workers=workers, address=address, device=device)
+            fitness, map_fn = _remote_only, ray_map
+        else:  # loaded (weights, data, threads) before an earlier search is moved aside
+            fitness, map_fn = ProxyScorer(run.path, proxy, device=device), map
         with search_lock(run.path), _replacing(search_dir(run.path), active=saved is None) as replaced:
-            if ray_map is not None:
-                fitness, map_fn = _remote_only, ray_map
-            else:
-                fitness, map_fn = ProxyScorer(run.path, proxy, device=device), map
             problem = Problem(probe.choices, cost_fn, fitness, budgets)
             start_count = len(saved["evolution"]["candidates"]) if saved else 0
             t0 = time.perf_counter()
 
             def on_generation(state: dict) -> None:
                 write_generation(run.path, state, meta, space.unit_names)
+                written["generation"] = state["generation"]
                 replaced.commit()  # the new search has a generation on disk: the old one can go
                 if progress is not None:
                     log = state["logbook"][-1]
@@ -197,6 +227,15 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
                 result = resume_search(problem, settings, saved["evolution"], map_fn=map_fn,
                                        on_generation=on_generation)
                 write_generation(run.path, result.state, meta, space.unit_names)
+    except OSError as e:  # a full disk: say what the search's files hold now
+        where = f" {str(e.filename)!r}" if e.filename else ""
+        if written["generation"] is None:
+            raise UserError(f"cannot write{where}: {e.strerror or e}; the search stopped before its first "
+                            "generation was written: nothing was changed (an earlier search's files are as "
+                            "they were)") from None
+        raise UserError(f"cannot write{where}: {e.strerror or e}; the search stopped, its files hold "
+                        f"generation {written['generation'] + 1} (written together): free space and run "
+                        f"`metaprune search {run.path} --resume`") from None
     finally:
         if ray_map is not None:
             ray_map.close()

@@ -8,6 +8,7 @@ and ``search.lock`` (flocked by the search running now, which it names).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -18,7 +19,8 @@ from evolution.search import pareto_front
 
 from pruningnet.errors import UserError
 
-from ..fileio import read_json, write_json
+from ..fileio import atomic_write_many, dumps_json
+from ..schemas import CANDIDATES_FILE, FRONT_FILE, SEARCH_STATE
 
 STATE_FILE = "state.json"
 LOCK_FILE = "search.lock"
@@ -43,7 +45,13 @@ def search_lock(run_path: Path) -> Iterator[Path]:
     d = search_dir(run_path)
     d.mkdir(parents=True, exist_ok=True)
     lock = d / LOCK_FILE
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise UserError(f"search lock {str(lock)!r} is not a regular file; accepted: a file metaprune "
+                            "creates (delete it)") from None
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -52,6 +60,7 @@ def search_lock(run_path: Path) -> Iterator[Path]:
                 holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
             except (ValueError, UnicodeDecodeError):
                 holder = {}
+            holder = holder if isinstance(holder, dict) else {}
             who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
             raise UserError(f"another search ({who}) is running on run {str(run_path)!r}; wait for it "
                             "to finish, or stop it and pass --resume") from None
@@ -66,20 +75,12 @@ def search_lock(run_path: Path) -> Iterator[Path]:
 
 
 def read_state(run_path: Path) -> dict | None:
-    """The saved search state, or None when the run has none."""
+    """The saved search state (checked field by field: :data:`metaprune.schemas.SEARCH_STATE`), or
+    None when the run has none."""
     f = search_dir(run_path) / STATE_FILE
-    if not f.is_file():
+    if not os.path.lexists(f):
         return None
-    try:
-        doc = read_json(f, "search state", keys=("search", "evolution"))
-        ok = isinstance(doc["search"], dict) and isinstance(doc["evolution"], dict) and \
-            isinstance(doc["evolution"].get("candidates"), list)
-    except UserError as e:
-        raise UserError(f"{e}; start a new search with --overwrite") from None
-    if not ok:
-        raise UserError(f"search state {str(f)!r} is damaged (not a metaprune search state); start a new "
-                        "search with --overwrite")
-    return doc
+    return SEARCH_STATE.read(f)
 
 
 def candidate_record(c: dict, unit_names: Sequence[str]) -> dict:
@@ -96,7 +97,8 @@ def candidate_record(c: dict, unit_names: Sequence[str]) -> dict:
 
 
 def write_generation(run_path: Path, evo_state: dict, meta: dict, unit_names: Sequence[str]) -> None:
-    """Write state, candidates, logbook and front atomically (state last, so it never runs ahead)."""
+    """Write state, candidates, logbook and front all or nothing: a failed write (a full disk) leaves
+    the previous generation's four files as they were."""
     d = search_dir(run_path)
     objectives = tuple(evo_state["settings"]["objectives"])
     records = [candidate_record(c, unit_names) for c in evo_state["candidates"]]
@@ -104,28 +106,24 @@ def write_generation(run_path: Path, evo_state: dict, meta: dict, unit_names: Se
     head = {"strategy": meta["strategy"], "budgets": meta["budgets"], "seed": meta["seed"],
             "generation": evo_state["generation"], "generations": evo_state["settings"]["generations"],
             "finished": evo_state["finished"]}
-    write_json(d / "candidates.json", {**head, "candidates": records})
-    write_json(d / "logbook.json", {**head, "logbook": evo_state["logbook"]})
-    write_json(d / "front.json", {**head, "objectives": list(objectives), "front": front})
-    write_json(d / STATE_FILE, {"search": meta, "evolution": evo_state})
+    atomic_write_many({d / "candidates.json": dumps_json({**head, "candidates": records}),
+                       d / "logbook.json": dumps_json({**head, "logbook": evo_state["logbook"]}),
+                       d / "front.json": dumps_json({**head, "objectives": list(objectives), "front": front}),
+                       d / STATE_FILE: dumps_json({"search": meta, "evolution": evo_state})})
 
 
 def read_candidates(run_path: Path) -> dict:
-    """``candidates.json`` of a run; :class:`UserError` when the run has no search."""
+    """``candidates.json`` of a run (checked: :data:`metaprune.schemas.CANDIDATES_FILE`);
+    :class:`UserError` when the run has no search."""
     f = search_dir(run_path) / "candidates.json"
-    if not f.is_file():
+    if not os.path.lexists(f):
         raise UserError(f"run {str(run_path)!r} has no search yet; run `metaprune search {run_path}` first")
-    doc = read_json(f, "search candidates file", keys=("candidates",))
-    if not isinstance(doc["candidates"], list):
-        raise UserError(f"search candidates file {str(f)!r} is damaged; rerun the search with --overwrite")
-    return doc
+    return CANDIDATES_FILE.read(f)
 
 
 def read_front(run_path: Path) -> dict:
+    """``front.json`` of a run (checked: :data:`metaprune.schemas.FRONT_FILE`)."""
     f = search_dir(run_path) / "front.json"
-    if not f.is_file():
+    if not os.path.lexists(f):
         raise UserError(f"run {str(run_path)!r} has no search yet; run `metaprune search {run_path}` first")
-    doc = read_json(f, "search front file", keys=("front", "strategy", "budgets", "objectives"))
-    if not isinstance(doc["front"], list):
-        raise UserError(f"search front file {str(f)!r} is damaged; rerun the search with --overwrite")
-    return doc
+    return FRONT_FILE.read(f)

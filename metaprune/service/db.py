@@ -6,6 +6,10 @@ database only knows which jobs the service started and what happened to them.
 
 Job states: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled`` | ``interrupted``
 (the server went away while it ran; it can be resumed as a new job).
+
+One writer per run: a unique partial index allows one active (queued or running) job per run, so
+the check and the insert of :meth:`Database.create_job` are one atomic step; a second job for a busy
+run raises :class:`RunBusy`, however many requests race.
 """
 from __future__ import annotations
 
@@ -46,6 +50,17 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job, id);
 """
+_ONE_ACTIVE = ("CREATE UNIQUE INDEX IF NOT EXISTS one_active_job_per_run ON jobs(run) "
+               "WHERE state IN ('queued', 'running')")
+DUPLICATE = "refused: another job of this run was active (one job per run at a time)"
+
+
+class RunBusy(Exception):
+    """The run already has an active job (``job``: that job)."""
+
+    def __init__(self, job: dict | None):
+        super().__init__(f"run busy with job {job and job['id']}")
+        self.job = job
 
 _JOB_FIELDS = ("kind", "run", "params", "argv", "state", "threads", "pid", "created", "started", "ended",
                "exit_code", "error", "resumes")
@@ -63,20 +78,51 @@ class Database:
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.executescript(_SCHEMA)
+            self._dedupe_active()
+            self._con.execute(_ONE_ACTIVE)
+
+    def _dedupe_active(self) -> None:
+        """A database from before the index may hold several active jobs of one run: the oldest stays."""
+        rows = self._con.execute("SELECT id, run FROM jobs WHERE state IN ('queued', 'running') ORDER BY id").fetchall()
+        seen: set[str] = set()
+        now = time.time()
+        for r in rows:
+            if r["run"] in seen:
+                self._con.execute("UPDATE jobs SET state='failed', ended=?, error=? WHERE id=?",
+                                  (now, DUPLICATE, r["id"]))
+                self._event(r["id"], "state", {"state": "failed", "error": DUPLICATE}, now)
+            seen.add(r["run"])
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
 
     # jobs -----------------------------------------------------------------------------------------
-    def create_job(self, kind: str, run: str, params: dict, argv: list[str], resumes: int | None = None) -> dict:
+    def create_job(self, kind: str, run: str, params: dict, argv: list[str], resumes: int | None = None,
+                   new_run: bool = False) -> dict:
+        """Insert a queued job; :class:`RunBusy` if ``run`` has an active job (or, with ``new_run``,
+        any job at all: the name is taken). Check and insert are one transaction."""
         now = time.time()
         with self._lock:
-            cur = self._con.execute(
-                "INSERT INTO jobs (kind, run, params, argv, state, created, resumes) VALUES (?,?,?,?,?,?,?)",
-                (kind, run, json.dumps(params), json.dumps(argv), "queued", now, resumes))
-            job_id = cur.lastrowid
-            self._event(job_id, "state", {"state": "queued"}, now)
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                states = "" if new_run else " AND state IN ('queued', 'running')"
+                row = self._con.execute(f"SELECT * FROM jobs WHERE run=?{states} ORDER BY id DESC LIMIT 1",
+                                        (run,)).fetchone()
+                if row is not None:
+                    raise RunBusy(_job(row))
+                try:
+                    cur = self._con.execute(
+                        "INSERT INTO jobs (kind, run, params, argv, state, created, resumes) VALUES (?,?,?,?,?,?,?)",
+                        (kind, run, json.dumps(params), json.dumps(argv), "queued", now, resumes))
+                except sqlite3.IntegrityError:  # another connection (not this server's) got there first
+                    raise RunBusy(None) from None
+                job_id = cur.lastrowid
+                self._event(job_id, "state", {"state": "queued"}, now)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
         return self.job(job_id)
 
     def job(self, job_id: int) -> dict | None:
@@ -137,6 +183,13 @@ class Database:
             rows = self._con.execute(sql, args).fetchall()
         return [{"id": r["id"], "job": r["job"], "ts": r["ts"], "type": r["type"], "data": json.loads(r["data"])}
                 for r in rows]
+
+    def last_event(self, job_id: int, type_: str) -> dict | None:
+        """The data of job ``job_id``'s newest event of ``type_`` (``None`` if it has none)."""
+        with self._lock:
+            row = self._con.execute("SELECT data FROM events WHERE job=? AND type=? ORDER BY id DESC LIMIT 1",
+                                    (job_id, type_)).fetchone()
+        return json.loads(row["data"]) if row else None
 
     def last_event_id(self) -> int:
         with self._lock:

@@ -8,12 +8,18 @@ Cores are never oversubscribed: with ``--jobs N`` on a machine of C cores each j
 ``max(1, C // N)`` torch threads (``METAPRUNE_MAX_THREADS``, which every stage honours, and
 ``OMP_NUM_THREADS``), and at most N jobs run at once; the rest wait in ``queued``.
 
+Synchronous work that starts a process inside a request (an ONNX or TorchScript export, scoring the
+uniform baselines) takes one of the same slots (:meth:`JobManager.reserve`), so requests cannot be
+used to start more processes than ``--jobs``; it also needs its run free of jobs, and a job queued
+for the run meanwhile waits for it.
+
 A server that goes away (restart, ``kill -9``) leaves its running jobs ``interrupted`` on the next
 start (their process groups are stopped first if they survived); ``resume`` starts a new job with the
 stage's ``--resume``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,16 +28,25 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 from ..threads import available_cores
-from .db import Database
+from .db import Database, RunBusy
+from .files import Damaged, is_real_dir, open_private
 from .progress import job_progress, tail_lines
 
 LOG_DIR = ".service-logs"
 KINDS = ("meta-train", "search", "train")
 ERROR_PREFIX = "metaprune: error: "
 INTERRUPTED = "the server stopped while this job ran; resume it to continue"
+
+
+class SlotsBusy(Exception):
+    """Every job slot is taken (``max_jobs``: how many there are)."""
+
+    def __init__(self, max_jobs: int):
+        super().__init__(f"all {max_jobs} job slot(s) are busy")
+        self.max_jobs = max_jobs
 
 
 def resume_argv(kind: str, run_path: Path) -> list[str]:
@@ -117,9 +132,12 @@ class JobManager:
         self.gpus = gpus  # > 0: job slot i sees only GPU i % gpus (CUDA_VISIBLE_DEVICES)
         self.log_dir = runs_dir / LOG_DIR
         self._running: dict[int, _Running] = {}
+        self._sync: dict[int, tuple[str, bool]] = {}  # reservation -> (run, takes a slot)
+        self._next_sync = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._launching = False  # until start(): jobs are queued, no process is started
 
     # lifecycle --------------------------------------------------------------------------------------
     def recover(self) -> list[int]:
@@ -134,15 +152,16 @@ class JobManager:
         return out
 
     def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.recover()
         self._stop.clear()
+        self._launching = True
         self._thread = threading.Thread(target=self._loop, name="metaprune-jobs", daemon=True)
         self._thread.start()
 
     def stop(self, kill: bool = True) -> None:
         """Stop watching; with ``kill``, stop running jobs too (they become ``interrupted``)."""
         self._stop.set()
+        self._launching = False
         if self._thread is not None:
             self._thread.join(timeout=10)
         if kill:
@@ -156,11 +175,35 @@ class JobManager:
                 self._close(job_id)
 
     # requests ---------------------------------------------------------------------------------------
-    def submit(self, kind: str, run: str, params: dict, argv: list[str], resumes: int | None = None) -> dict:
+    def submit(self, kind: str, run: str, params: dict, argv: list[str], resumes: int | None = None,
+               new_run: bool = False) -> dict:
+        """Queue a job; :class:`~.db.RunBusy` if the run has an active job (one writer per
+        run: the database checks and inserts atomically)."""
         assert kind in KINDS
-        job = self.db.create_job(kind, run, params, argv, resumes=resumes)
+        job = self.db.create_job(kind, run, params, argv, resumes=resumes, new_run=new_run)
         self.tick()
         return self.db.job(job["id"])
+
+    @contextlib.contextmanager
+    def reserve(self, run: str, slot: bool = True) -> Iterator[None]:
+        """Hold ``run`` (and, with ``slot``, one job slot) for work done inside a request (an export,
+        scoring baselines: each writes its own files); :class:`~.db.RunBusy` if the run has an active
+        job, :class:`SlotsBusy` if every slot is taken. A job of the run queued meanwhile starts when
+        the hold ends."""
+        with self._lock:
+            active = self.active_for_run(run)
+            if active is not None:
+                raise RunBusy(active)
+            if slot and len(self._running) + sum(s for _, s in self._sync.values()) >= self.max_jobs:
+                raise SlotsBusy(self.max_jobs)
+            self._next_sync += 1
+            key = self._next_sync
+            self._sync[key] = (run, slot)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sync.pop(key, None)
 
     def cancel(self, job_id: int) -> dict:
         job = self.db.job(job_id)
@@ -207,13 +250,14 @@ class JobManager:
                         err = f"killed by signal {-rc} ({err})"
                     self.db.update_job(job_id, state="failed", ended=time.time(), exit_code=rc, error=err)
                 self._close(job_id)
-            free = self.max_jobs - len(self._running)
-            if free > 0:
+            free = self.max_jobs - len(self._running) - sum(s for _, s in self._sync.values())
+            if free > 0 and self._launching:
                 for job in reversed(self.db.jobs(states=("queued",), limit=10_000)):
                     if free == 0:
                         break
-                    if any(r.run == job["run"] for r in self._running.values()):
-                        continue  # one job per run at a time: the next waits for the run's current one
+                    if any(r.run == job["run"] for r in self._running.values()) or \
+                            any(r == job["run"] for r, _ in self._sync.values()):
+                        continue  # one writer per run: the job waits for the run's current work
                     self._launch(job)
                     free -= 1
 
@@ -227,8 +271,11 @@ class JobManager:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         env.update(METAPRUNE_MAX_THREADS=str(self.threads), OMP_NUM_THREADS=str(self.threads),
                    MKL_NUM_THREADS=str(self.threads), RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path(job["id"]), "ab")
+        try:
+            log = self._open_log(job["id"])
+        except (OSError, Damaged) as e:
+            self.db.update_job(job["id"], state="failed", ended=time.time(), error=f"cannot open its log: {e}")
+            return
         try:
             proc = subprocess.Popen([sys.executable, "-m", "metaprune", *job["argv"]], stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(self.runs_dir),
@@ -241,6 +288,16 @@ class JobManager:
         self._running[job["id"]] = _Running(proc, job["run"], job["kind"], slot, log, now,
                                             None if job.get("resumes") else 0.0)
         self.db.update_job(job["id"], state="running", started=now, pid=proc.pid, threads=self.threads)
+
+    def _open_log(self, job_id: int) -> IO[bytes]:
+        """The job's log, appended to; never through a link (someone with write access to the runs
+        directory could point it at a file of the server's user)."""
+        if not is_real_dir(self.runs_dir, LOG_DIR):
+            if os.path.lexists(self.log_dir):
+                raise Damaged(f"{self.log_dir} is not a directory (a link?); remove it")
+            self.log_dir.mkdir(mode=0o700)
+        fd = open_private(self.log_path(job_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        return os.fdopen(fd, "ab")
 
     def _close(self, job_id: int) -> None:
         r = self._running.pop(job_id, None)

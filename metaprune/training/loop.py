@@ -144,6 +144,49 @@ def device_for(gpus: float) -> torch.device:
 
 
 EpochHook = Callable[[int, dict, dict], None]
+STATE_KEYS = ("model", "optimizer", "precision", "epoch", "wall_s", "restores")
+
+
+def _build(trial: dict, device: torch.device) -> tuple[nn.Module, torch.optim.SGD, Precision]:
+    recipe = Recipe(**trial["recipe"])
+    spec = make_spec(get_space(trial["space"], **trial["options"]), trial["channels"])
+    prec = Precision(device, recipe.precision, recipe.channels_last)
+    model = prec.model(build_model(spec).to(device))
+    return model, build_optimizer(model, recipe), prec
+
+
+def _restore(model: nn.Module, opt: torch.optim.Optimizer, prec: Precision, state: dict) -> tuple[int, float, int]:
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    prec.load_state_dict(state.get("precision", {}))
+    return state["epoch"], state["wall_s"], state["restores"] + 1
+
+
+def check_state(trial: dict, state: Any) -> int:
+    """Raise ``ValueError`` naming the first part of ``state`` (an epoch checkpoint, as ``fit`` writes
+    it and ``torch.load(weights_only=True)`` reads it) that does not fit ``trial``; else return the
+    number of epochs it has finished (``1 .. epochs - 1``: a finished trial is never resumed)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"holds {type(state).__name__}, not a dict of {', '.join(STATE_KEYS)}")
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}")
+    epoch, wall_s, restores = state["epoch"], state["wall_s"], state["restores"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch < int(trial["epochs"]):
+        raise ValueError(f"epoch={epoch!r}; accepted: an integer in [1, {int(trial['epochs']) - 1}]")
+    if isinstance(wall_s, bool) or not isinstance(wall_s, (int, float)) or not (math.isfinite(wall_s) and wall_s >= 0):
+        raise ValueError(f"wall_s={wall_s!r}; accepted: a finite number >= 0")
+    if isinstance(restores, bool) or not isinstance(restores, int) or not 0 <= restores < 1_000_000:
+        raise ValueError(f"restores={restores!r}; accepted: an integer >= 0")
+    if not isinstance(state["precision"], dict):
+        raise ValueError("precision is not a dict")
+    model, opt, prec = _build(trial, torch.device("cpu"))
+    try:
+        _restore(model, opt, prec, state)
+    except Exception as e:  # noqa: BLE001 - torch's messages for a foreign state dict vary
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"does not fit the trial's network or optimizer ({first[:200]})") from None
+    return epoch
 
 
 def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: EpochHook | None = None,
@@ -159,18 +202,12 @@ def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: Epo
     steady_allocator()  # no fresh pages per step (metaprune/malloc.py)
     seed, epochs = int(trial["seed"]), int(trial["epochs"])
     torch.manual_seed(seed)
-    spec = make_spec(get_space(trial["space"], **trial["options"]), trial["channels"])
-    prec = Precision(device, recipe.precision, recipe.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes in scratch training (not in meta-training)
-    model = prec.model(build_model(spec).to(device))
-    opt = build_optimizer(model, recipe)
+    model, opt, prec = _build(trial, device)
     start, wall_s, restores = 0, 0.0, 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        prec.load_state_dict(state.get("precision", {}))
-        start, wall_s, restores = state["epoch"], state["wall_s"], state["restores"] + 1
+        start, wall_s, restores = _restore(model, opt, prec, state)
     metrics: dict[str, float] = {}
     for epoch in range(start, epochs):
         if before_epoch is not None:

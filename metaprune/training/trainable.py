@@ -1,7 +1,11 @@
-"""The Ray Tune function trainable: restore, train one epoch at a time, report with a checkpoint."""
+"""The Ray Tune function trainable: restore, train one epoch at a time, report with a checkpoint.
+
+A checkpoint is one ``state.pt`` of tensors and plain numbers (``torch.save`` of the state
+:func:`metaprune.training.loop.fit` hands over), read back only with ``torch.load(weights_only=True)``."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -25,10 +29,12 @@ def scratch_trainable(config: dict, data: ScratchData) -> None:
     ``tune.with_parameters``), reporting once per epoch with a checkpoint."""
     trial = config["trial"]
     state = None
-    checkpoint = tune.get_checkpoint()
+    checkpoint = tune.get_checkpoint()  # a retry in this experiment: the folder of our last report
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = load_weights(Path(d) / STATE_FILE, "trial checkpoint")
+            state = load_weights(Path(d) / STATE_FILE, "trial checkpoint", follow=False)
+    elif trial.get("resume_from"):  # --resume: an earlier experiment's checkpoint, checked by the driver
+        state = load_weights(trial["resume_from"], "trial checkpoint", follow=False)
 
     crash_at = trial.get("crash_at_epoch")
     log_dir = Path(trial.get("log_dir") or tune.get_context().get_trial_dir())
@@ -46,7 +52,10 @@ def scratch_trainable(config: dict, data: ScratchData) -> None:
             torch.save(st, Path(tmp) / STATE_FILE)
             row = dict(metrics, name=trial["name"], seed=trial["seed"])
             # logged first: after the last report Tune may stop this worker at once
-            with open(log_dir / f"{stem}.{REPORTS_FILE}", "a") as f:
+            # O_NOFOLLOW: a link planted in the run directory must not redirect the append elsewhere
+            fd = os.open(log_dir / f"{stem}.{REPORTS_FILE}", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                         0o666)
+            with os.fdopen(fd, "a") as f:
                 f.write(json.dumps(row, default=float) + "\n")
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(tmp))
 
