@@ -45,8 +45,8 @@ def meta_train_on_ray(run: Run, workers: int, gpus_per_worker: float = 0.0, addr
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .fileio import read_json
     from .ray_resources import require
+    from .schemas import STATUS_FILE
     from .training.runner import connect
 
     started = connect(address)
@@ -73,7 +73,7 @@ def meta_train_on_ray(run: Run, workers: int, gpus_per_worker: float = 0.0, addr
             last = next((ln for ln in reversed(msg) if "Error" in ln or "error" in ln), msg[-1] if msg else repr(e))
             raise UserError(f"meta-training on {workers} workers failed: {last.strip()[:300]}; continue with "
                             f"metaprune train-pruningnet --resume {run.path} --workers {workers}") from None
-        return read_json(run.path / "status.json", "meta-training status")
+        return STATUS_FILE.read(run.path / "status.json")
     finally:
         if started:
             ray.shutdown()

@@ -9,24 +9,26 @@ from pruningnet.errors import UserError
 
 from ..config import to_dict
 from ..fileio import write_json
-from .common import echo_json, json_option, lock_run, parse_key_values
+from .common import CPUS_PER_TRIAL, GPUS_PER_TRIAL, echo_json, json_option, lock_run, parse_key_values
 from .main import cli
 
 
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
-@click.option("--top", type=int, default=None, help="Train the K best specs of RUN's search front (by proxy top-1).")
+@click.option("--top", type=click.IntRange(1, 100_000), default=None,
+              help="Train the K best specs of RUN's search front (by proxy top-1).")
 @click.option("--spec", "spec_files", multiple=True, metavar="FILE",
               help="Train this subnet spec file (repeat for several).")
 @click.option("--budget", type=click.Choice(["scratch-e", "scratch-b"]), default="scratch-e", show_default=True,
               help="Scratch-E: the recipe's epochs; Scratch-B: epochs x MACs_full / MACs_spec (capped).")
-@click.option("--epochs", type=int, default=None, help="Override the epochs of every trial.")
-@click.option("--seeds", type=int, default=1, show_default=True, help="Train each network with S seeds.")
+@click.option("--epochs", type=click.IntRange(1, 100_000), default=None, help="Override the epochs of every trial.")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Train each network with S seeds.")
 @click.option("--recipe", default=None, metavar="NAME|FILE",
               help="Recipe YAML, or a name under configs/train (smoke, cifar10, imagenet_mobilenet_v2, ...).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. recipe.lr=0.05.")
-@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True)
-@click.option("--gpus-per-trial", type=float, default=None, help="Default: 1 if the cluster has GPUs, else 0.")
+@click.option("--cpus-per-trial", type=CPUS_PER_TRIAL, default=1.0, show_default=True)
+@click.option("--gpus-per-trial", type=GPUS_PER_TRIAL, default=None, help="Default: 1 if the cluster has GPUs, else 0.")
 @click.option("--address", default=None, help="Attach to a running Ray cluster (auto or HOST:PORT); "
                                               "default: reuse or start a local one.")
 @click.option("--resume", is_flag=True, help="Continue RUN's interrupted training from RUN/train/plan.json: finished "
@@ -48,16 +50,6 @@ def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: st
 
     run = Path(run_dir)
     storage = run / "train" / "ray"
-    if seeds < 1:
-        raise UserError(f"--seeds {seeds} must be >= 1")
-    if epochs is not None and epochs < 1:
-        raise UserError(f"--epochs {epochs} must be >= 1")
-    if top is not None and top < 1:
-        raise UserError(f"--top {top} must be >= 1")
-    if cpus_per_trial <= 0:
-        raise UserError(f"--cpus-per-trial {cpus_per_trial} must be > 0")
-    if gpus_per_trial is not None and gpus_per_trial < 0:
-        raise UserError(f"--gpus-per-trial {gpus_per_trial} must be >= 0")
     lock_run(run, "train", create=True)  # one writer per run until this command ends (metaprune/runlock.py)
 
     finished: list = []

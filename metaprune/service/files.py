@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pruningnet.errors import UserError
 
 MAX_JSON_BYTES = 8 << 20  # status, front, candidates, logbook, results: kilobytes to a few MB
 MAX_YAML_BYTES = 1 << 20  # a run's config.yaml
@@ -163,26 +163,20 @@ def read_json(root: Path, rel: str, limit: int = MAX_JSON_BYTES) -> Any:
     return None if data is None else parse_json(data, rel)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without anchors and aliases: a few hundred bytes of aliases expand to gigabytes."""
-
-    def compose_node(self, parent, index):  # noqa: D102 - yaml's hook
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("aliases are not accepted")
-        return super().compose_node(parent, index)
-
-
 def read_yaml(root: Path, rel: str, limit: int = MAX_YAML_BYTES) -> Any:
-    """A YAML document of ``root/rel`` (no aliases); ``None`` if missing; :class:`Damaged` if unusable."""
+    """A YAML document of ``root/rel`` (no anchors or aliases: :func:`metaprune.config.load_yaml`);
+    ``None`` if missing; :class:`Damaged` if unusable."""
+    from ..config import load_yaml
+
     data = read_bytes(root, rel, limit)
     if data is None:
         return None
     try:
-        return yaml.load(data.decode("utf-8"), Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
-    except (UnicodeDecodeError, yaml.YAMLError) as e:
-        raise Damaged(f"{rel} is not valid YAML ({str(e).splitlines()[0][:80]})") from None
-    except RecursionError:
-        raise Damaged(f"{rel} is nested too deeply") from None
+        return load_yaml(data.decode("utf-8"), rel)
+    except UnicodeDecodeError:
+        raise Damaged(f"{rel} is not UTF-8 text") from None
+    except UserError as e:
+        raise Damaged(str(e)[:200]) from None
 
 
 def is_real_dir(root: Path, rel: str) -> bool:

@@ -2,12 +2,11 @@
 each (Scratch-E or Scratch-B) and one trial config per (spec, seed)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from pruningnet import SubnetSpec, cost_model, get_space, make_spec
+from pruningnet import SubnetSpec, cost_model, make_spec
 from pruningnet.errors import UserError
 
 from ..config import to_dict
@@ -67,27 +66,19 @@ def from_spec_files(paths: Sequence[str]) -> list[Candidate]:
 
 
 def from_front(run_dir: str | Path, top: int) -> list[Candidate]:
-    """The ``top`` entries of ``RUN/search/front.json`` by proxy top-1, highest first."""
-    run = Path(run_dir)
-    front_path, space_path = run / "search" / "front.json", run / "space.json"
-    if not front_path.is_file():
-        raise UserError(f"run {str(run)!r} has no search results ({str(front_path)!r} is missing); "
-                        "run `metaprune search` first or pass --spec FILE")
-    if not space_path.is_file():
-        raise UserError(f"run {str(run)!r} has no space.json; it is not a metaprune run directory")
-    try:
-        front = json.loads(front_path.read_text())["front"]
-        space_doc = json.loads(space_path.read_text())
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"run {str(run)!r}: front.json or space.json is unreadable ({e})") from None
-    if not front:
-        raise UserError(f"run {str(run)!r}: the search front is empty")
-    space = get_space(space_doc["space"], **space_doc.get("options", {}))
-    ranked = sorted(front, key=lambda e: -float(e.get("top1", float("-inf"))))[:top]
+    """The ``top`` entries of ``RUN/search/front.json`` by proxy top-1, highest first (the run and
+    its front are read through their checked schemas: :func:`metaprune.runs.open_run`,
+    :func:`metaprune.search.store.read_front`)."""
+    from ..runs import open_run
+    from ..search.store import read_front
+
+    run = open_run(run_dir)
+    front = read_front(run.path)["front"]
+    ranked = sorted(front, key=lambda e: -float(e["top1"]))[:top]
     out = []
     for e in ranked:
-        spec = make_spec(space, e["channels"], provenance={"run": str(run), "front_id": e.get("id")})
-        out.append(_searched(f"searched-{e.get('id')}", spec, _metric(e, "latency_ms"), _metric(e, "top1")))
+        spec = make_spec(run.space, e["channels"], provenance={"run": str(run.path), "front_id": e["id"]})
+        out.append(_searched(f"searched-{e['id']}", spec, _metric(e, "latency_ms"), _metric(e, "top1")))
     return _unique(out)
 
 
