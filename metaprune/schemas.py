@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from pruningnet.errors import UserError
 
-from .config import SEED_RANGE, THREADS_RANGE
+from .ranges import SEED_RANGE, THREADS_RANGE
 
 MAX_COUNT = 10**15  # MACs, params: as metaprune.units
 MAX_CHANNELS = 1 << 20

@@ -75,21 +75,28 @@ def test_each_budget_gets_the_largest_uniform_network_not_above_it(tmp_path):
         assert b.name == f"uniform-{ratio:.4f}"
 
 
-def test_top_k_comes_from_the_search_front_best_proxy_first(tmp_path):
+def test_top_k_comes_from_the_search_front_best_proxy_first(smoke_run, tmp_path):
+    import shutil
+
     from metaprune.fileio import write_json
+    from metaprune.runs import open_run
     from metaprune.training.plan import from_front
 
-    sp = _space()
-    write_json(tmp_path / "space.json", {"space": sp.name, "options": sp.options})
-    front = [{"id": i, "channels": sp.uniform_channels(r), "macs": 0, "params": 0, "top1": t}
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in ("config.yaml", "space.json"):
+        shutil.copy(smoke_run / f, run / f)
+    sp = open_run(run).space
+    front = [{"id": i, "generation": 0, "channels": sp.uniform_channels(r), "macs": 1, "params": 1, "top1": t}
              for i, (r, t) in enumerate([(0.4, 0.61), (0.7, 0.83), (1.0, 0.80)])]
     front[0]["latency_ms"] = 1.5
-    write_json(tmp_path / "search" / "front.json", {"front": front})
-    cands = from_front(tmp_path, 2)
+    write_json(run / "search" / "front.json", {"front": front, "strategy": "constrained", "budgets": {"macs": 1e6},
+                                               "objectives": ["macs"]})
+    cands = from_front(run, 2)
     assert [c.name for c in cands] == ["searched-1", "searched-2"]
     assert [c.proxy_top1 for c in cands] == [0.83, 0.80]
     assert cands[0].spec.channels == sp.uniform_channels(0.7)
-    assert from_front(tmp_path, 5)[2].latency_ms == 1.5
+    assert from_front(run, 5)[2].latency_ms == 1.5
 
 
 def test_kendall_tau_of_proxy_against_scratch():
@@ -102,8 +109,8 @@ def test_kendall_tau_of_proxy_against_scratch():
 
 @pytest.mark.parametrize("args, needle", [
     (["--spec", "missing.json"], "missing.json"),
-    (["--top", "3"], "no search results"),
-    (["--spec", "x.json", "--seeds", "0"], "--seeds 0"),
+    (["--top", "3"], "is not a metaprune run"),
+    (["--spec", "x.json", "--seeds", "0"], "'--seeds': 0"),
     (["--top", "2", "--spec", "x.json"], "not both"),
     ([], "not both and not neither"),
     (["--resume"], "no training to resume"),

@@ -14,7 +14,7 @@ from pruningnet.spaces.ir import Space
 
 from ..latency import (LatencyTable, build_table, check_spec, current_key, default_table_path,
                        load_table)
-from ..config import THREADS_RANGE
+from ..ranges import THREADS_RANGE
 from ..latency.busy import check_idle
 from ..latency.shapes import grid_shapes
 from ..latency.table import DEFAULT_GRID_STEP
