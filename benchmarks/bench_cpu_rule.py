@@ -1,7 +1,7 @@
 """Which settings make the PruningNet's training step fast on *this* CPU (issue 31).
 
 MobileNetV2-1.4 at 224 (MetaPruning's space, 1000 classes), meta-training's fused SGD for every arm
-(``metaprune.meta_train._optimizer``), random vectors (each PruningNet arm draws its own: oneDNN
+(``metaprune.metatrain.loop._optimizer``), random vectors (each PruningNet arm draws its own: oneDNN
 caches a primitive per conv shape, so an arm on another's vectors would find its shapes ready), arms
 alternated in rounds with a rotating order so a drift of the machine falls on all. Medians in seconds.
 
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from metaprune.latency.machine import device_name
-from metaprune.malloc import steady_allocator
-from metaprune.meta_train import _optimizer, sample_vectors
+from metaprune.process.malloc import steady_allocator
+from metaprune.metatrain.loop import _optimizer, sample_vectors
 from pruningnet import hypernet
 from pruningnet.build import build_model
 from pruningnet.hypernet import PruningNet

@@ -68,7 +68,7 @@ def main() -> None:
            "--set", f"space.options.width_mult={args.width_mult}")
     if not (run / "search" / "front.json").is_file():
         mp("search", run, "-c", "quickstart", "--strategy", "pareto", "--quiet", "--overwrite")
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     space = open_run(run).space
     full = int(cost_model(space).macs(space.max_channels())[0])

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from metaprune.evaluation import bn_batches, evaluate
-from metaprune.runs import open_run
+from metaprune.store.runs import open_run
 from metaprune.training.loop import scratch_data
 from metaprune.training.plan import Candidate, trial_configs
 from metaprune.training.recipe import load_train_config

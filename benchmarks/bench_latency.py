@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from metaprune.latency import TimingConfig, build_table, measure_model_ms, space_key
-from metaprune.malloc import ENV, malloc_mode, steady_allocator
+from metaprune.process.malloc import ENV, malloc_mode, steady_allocator
 from metaprune.latency.table import LatencyTable
 from pruningnet import build_model, get_space, make_spec
 

@@ -1,4 +1,4 @@
-"""glibc's malloc left alone vs pinned (``metaprune/malloc.py``), on the jobs that run steps on the CPU.
+"""glibc's malloc left alone vs pinned (``metaprune/process/malloc.py``), on the jobs that run steps on the CPU.
 
 Each arm is a fresh process (malloc settings are process-wide) with ``METAPRUNE_MALLOC`` set, in the
 order given, so a drift of the machine falls on all: smoke meta-training end to end (its

@@ -32,7 +32,7 @@ def one(run_dir: Path, config: str, seed: int, threads: int, lr: float, center: 
 
     from metaprune.cli.main import main as metaprune
     from metaprune.evaluation import evaluate
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
     from pruningnet.hypernet import PruningNet
 
     torch.set_num_threads(threads)

@@ -42,10 +42,10 @@ import torch.nn.functional as F
 
 from metaprune.config import load_config
 from metaprune.evaluation import bn_batches, evaluate
-from metaprune.malloc import steady_allocator
-from metaprune.meta_config import MetaTrainConfig
-from metaprune.meta_train import sample_vectors
-from metaprune.runs import resolve_space
+from metaprune.process.malloc import steady_allocator
+from metaprune.metatrain.config import MetaTrainConfig
+from metaprune.metatrain.loop import sample_vectors
+from metaprune.store.runs import resolve_space
 from pruningnet.build import build_model
 from pruningnet.hypernet import PruningNet, WeightGenerator
 from pruningnet.spec import make_spec
@@ -113,7 +113,7 @@ def fused_rounds(rounds: int, steps: int, batch: int = 8, arms: tuple = FUSED224
     from types import SimpleNamespace
 
     from metaprune import get_space
-    from metaprune.meta_train import _optimizer
+    from metaprune.metatrain.loop import _optimizer
     from pruningnet import hypernet
 
     sp = get_space("mobilenet_v2")  # MetaPruning's 1.4x space at 224, 1000 classes
@@ -311,10 +311,10 @@ def official_rounds(path: str, rounds: int = 3, per_round: int = 2) -> dict:
 def step_ratio(space, hidden: int, batch: int, steps: int, generator_input: str = "layer", tc=None,
                rounds: int = 1) -> dict:
     """Median step seconds of the static max network and of the PruningNet (max vector, random
-    vectors). ``tc``: build both optimizers as meta-training does (:func:`metaprune.meta_train._optimizer`;
+    vectors). ``tc``: build both optimizers as meta-training does (:func:`metaprune.metatrain.loop._optimizer`;
     default: plain SGD). ``rounds`` > 1 interleaves the three arms round by round, so that a drift of
     the machine's speed falls on all of them."""
-    from metaprune.meta_train import _optimizer
+    from metaprune.metatrain.loop import _optimizer
 
     opts = space.options
     x = torch.randn(batch, opts["in_channels"], opts["input_size"], opts["input_size"])

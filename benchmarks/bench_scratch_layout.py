@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from metaprune.config import load_config
-from metaprune.meta_config import MetaTrainConfig
-from metaprune.runs import resolve_space
+from metaprune.metatrain.config import MetaTrainConfig
+from metaprune.store.runs import resolve_space
 from metaprune.training.loop import fit, scratch_data
 from metaprune.training.recipe import load_train_config
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from evolution import hypervolume  # noqa: E402
 from evolution.pareto import nondominated_mask  # noqa: E402
 from metaprune.config import load_config  # noqa: E402
-from metaprune.runs import open_run  # noqa: E402
+from metaprune.store.runs import open_run  # noqa: E402
 from metaprune.search.config import SearchConfig  # noqa: E402
 from metaprune.search.runner import search_run  # noqa: E402
 from metaprune.search.store import read_candidates  # noqa: E402

@@ -3,7 +3,7 @@ with and without the project's thread cap (``METAPRUNE_MAX_THREADS``, which ``me
 to cores / concurrent jobs for every job it starts).
 
 Each worker is a fresh process that asks for ``train.threads`` = 2 through
-:func:`metaprune.threads.set_torch_threads` (the call every stage makes), builds the smoke config's
+:func:`metaprune.process.threads.set_torch_threads` (the call every stage makes), builds the smoke config's
 PruningNet and times ``--steps`` SGD steps on random vectors (batch 64, synthetic inputs of the smoke
 shape) after 3 warm-up steps; the figure is the median step. Arms, one after another:
 
@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER = r"""
 import json, statistics, sys, time
 import numpy as np, torch, torch.nn.functional as F
-from metaprune.threads import set_torch_threads
+from metaprune.process.threads import set_torch_threads
 from metaprune.config import load_config
-from metaprune.meta_config import MetaTrainConfig
-from metaprune.meta_train import _optimizer, sample_vectors
+from metaprune.metatrain.config import MetaTrainConfig
+from metaprune.metatrain.loop import _optimizer, sample_vectors
 from pruningnet import get_space
 from pruningnet.hypernet import PruningNet
 set_torch_threads(2)  # what the config asks for; the environment's cap wins

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from metaprune.cli.main import main as metaprune
-from metaprune.runs import open_run
+from metaprune.store.runs import open_run
 from metaprune.training.results import read_results
 from pruningnet.cost import cost_model
 from recipe_flags import add_recipe_flags, recipe_overrides, recipe_sets

@@ -52,7 +52,7 @@ from pruningnet.bn import recalibrate_bn  # noqa: E402
 from pruningnet.hypernet import PruningNet  # noqa: E402
 
 from metaprune.latency import TimingConfig, build_table  # noqa: E402
-from metaprune.precision import Precision  # noqa: E402
+from metaprune.process.precision import Precision  # noqa: E402
 
 
 def _sync(dev: torch.device) -> None:

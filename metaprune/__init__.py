@@ -6,7 +6,7 @@ The Python API: spaces (:func:`get_space`, :func:`list_spaces`), specs (:func:`l
 from pruningnet import (CostModel, SubnetSpec, UserError, build_model, count_cost, get_space,
                         list_spaces, make_spec, register_space, spec_from_dict)
 
-from .specfile import load_spec, save_spec
+from .store.specfile import load_spec, save_spec
 
 __version__ = "0.1.0"
 

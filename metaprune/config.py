@@ -105,7 +105,7 @@ def dump_yaml(doc: Any) -> str:
 
 def read_yaml(path: str | Path, what: str = "config file", follow: bool = True) -> dict:
     """A YAML mapping from ``path`` (see :func:`load_yaml`); ``follow=False`` for a run's own file."""
-    from .fileio import read_text
+    from .store.fileio import read_text
 
     p = Path(path)
     doc = load_yaml(read_text(p, what, MAX_YAML_BYTES, follow), f"{what} {str(p)!r}")

@@ -10,7 +10,7 @@ from torch import nn
 
 from pruningnet.errors import UserError
 
-from .fileio import atomic_write
+from .store.fileio import atomic_write
 
 FORMATS = ("torchscript", "onnx")
 

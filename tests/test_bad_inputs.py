@@ -253,7 +253,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
     ["mobilenet_v2", "resnet50", "vgg"]), "options": _json, "channels": _json}))
 def test_spec_loader_never_raises_anything_but_a_user_error(tmp_path_factory, doc):
     from metaprune import UserError
-    from metaprune.specfile import load_spec
+    from metaprune.store.specfile import load_spec
 
     p = tmp_path_factory.mktemp("h") / "spec.json"
     p.write_text(json.dumps(doc))

@@ -208,7 +208,7 @@ def test_baseline_cli_writes_specs_usable_everywhere(cli, base_run, tmp_path):
 
 
 def _run_space(run):
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     return open_run(run).space
 

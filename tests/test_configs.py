@@ -7,7 +7,7 @@ import pytest
 
 from metaprune.config import load_config
 from pruningnet.errors import UserError
-from metaprune.meta_config import MetaTrainConfig
+from metaprune.metatrain.config import MetaTrainConfig
 from metaprune.search.config import SearchConfig
 from metaprune.training.recipe import load_train_config
 from pruningnet.spaces.registry import get_space

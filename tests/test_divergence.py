@@ -2,7 +2,7 @@
 import json
 import os
 
-from metaprune.divergence import DivergenceGuard
+from metaprune.metatrain.divergence import DivergenceGuard
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -161,9 +161,9 @@ def test_no_unsafe_unpickling_anywhere_in_the_package():
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path, smoke_run):
-    from metaprune.divergence import DivergenceGuard
-    from metaprune.meta_train import CHECKPOINT, TrainingDiverged, _save_checkpoint
-    from metaprune.runs import open_run
+    from metaprune.metatrain.divergence import DivergenceGuard
+    from metaprune.metatrain.loop import CHECKPOINT, TrainingDiverged, _save_checkpoint
+    from metaprune.store.runs import open_run
 
     src = open_run(smoke_run)
     run_dir = tmp_path / "run"
@@ -247,7 +247,7 @@ def test_read_only_run_directory_is_one_line_and_intact(searched_run, tmp_path, 
 
 
 def test_a_remeta_trained_pruningnet_is_never_mixed_into_old_scores(searched_run, tmp_path, cli):
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     run = tmp_path / "run"
     shutil.copytree(searched_run, run)

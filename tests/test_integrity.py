@@ -140,7 +140,7 @@ def world(smoke_run, tmp_path_factory):
     from pruningnet.cost import cost_model
 
     from metaprune.baselines.full import full_spec
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     space = open_run(run).space
     torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
@@ -157,7 +157,7 @@ def nan_full_network(run: Path, w: dict) -> None:
 
     from metaprune.baselines import baseline_path
     from metaprune.baselines.full import _key, full_spec
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
     from metaprune.training import load_train_config
 
     r = open_run(run)
@@ -351,7 +351,7 @@ LOCKED = [
 
 @pytest.mark.parametrize("args", LOCKED)
 def test_a_second_writer_is_refused_naming_the_holder(world, tmp_path, cli, tree_hash, args):
-    from metaprune.runlock import run_lock
+    from metaprune.store.runlock import run_lock
 
     run = clone(world["run"], tmp_path / "run")
     new = tmp_path / "new"
@@ -364,7 +364,7 @@ def test_a_second_writer_is_refused_naming_the_holder(world, tmp_path, cli, tree
 
 
 def test_readers_and_exports_elsewhere_take_no_lock(world, tmp_path, cli):
-    from metaprune.runlock import run_lock
+    from metaprune.store.runlock import run_lock
 
     run = clone(world["run"], tmp_path / "run")
     with run_lock(run, "holder-job"):
@@ -376,7 +376,7 @@ def test_readers_and_exports_elsewhere_take_no_lock(world, tmp_path, cli):
 
 def test_the_lock_holds_across_processes_and_dies_with_its_holder(world, tmp_path, cli):
     run = clone(world["run"], tmp_path / "run")
-    hold = subprocess.Popen([sys.executable, "-c", "import sys; from metaprune.runlock import run_lock\n"
+    hold = subprocess.Popen([sys.executable, "-c", "import sys; from metaprune.store.runlock import run_lock\n"
                              "with run_lock(sys.argv[1], 'search'):\n    print('held', flush=True); sys.stdin.read()",
                              str(run)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -385,7 +385,7 @@ def test_the_lock_holds_across_processes_and_dies_with_its_holder(world, tmp_pat
     finally:
         hold.kill()
         hold.wait()
-    from metaprune.runlock import run_lock
+    from metaprune.store.runlock import run_lock
 
     with run_lock(run, "after"):  # the kernel released it with its holder: no stale lock
         pass
@@ -479,7 +479,7 @@ def test_a_full_disk_during_export_leaves_no_file(world, tmp_path, small_disk, c
 # --- the contracts other readers rely on ---------------------------------------------------------
 def test_read_text_never_blocks_and_refuses_in_one_line(tmp_path):
     from metaprune import UserError
-    from metaprune.fileio import read_json, read_text
+    from metaprune.store.fileio import read_json, read_text
 
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "big").write_bytes(b"x" * 100)

@@ -11,7 +11,7 @@ import pytest
 from metaprune.latency import (FORMAT, LatencyKeyWarning, LatencyTable, TimingConfig, build_table,
                                current_key, default_table_path, load_table, space_key)
 from metaprune.latency.shapes import Shape
-from metaprune.specfile import save_spec
+from metaprune.store.specfile import save_spec
 from pruningnet import get_space, make_spec
 from pruningnet.cost import layer_table
 from pruningnet.errors import UserError
@@ -319,7 +319,7 @@ def test_overhead_follows_the_network_between_the_calibration_networks():
 
 _LARGE_FAULTS = """
 import resource, torch
-from metaprune.malloc import steady_allocator
+from metaprune.process.malloc import steady_allocator
 steady_allocator()
 counts = []
 for _ in range(8):  # a 256 MiB block allocated and freed per step, as a generator's gradient is
@@ -381,7 +381,7 @@ def test_bad_malloc_mode_is_refused_before_any_command(cli, monkeypatch, tmp_pat
 
 
 def test_bad_timing_malloc_mode_is_a_user_error(monkeypatch):
-    from metaprune import malloc as allocator
+    from metaprune.process import malloc as allocator
 
     monkeypatch.setenv("METAPRUNE_MALLOC", "jemalloc")
     allocator.steady_allocator.cache_clear()

@@ -61,7 +61,7 @@ def test_two_ray_workers_follow_one_process_and_resume_after_kill(tmp_path, ray_
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "done" and status["step"] == 8 and status["workers"] == 1
     assert [s for s, _ in _losses(run)] == list(range(1, 9))  # every step logged once, across the kill
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     net = open_run(run).load_pruningnet()  # a plain PruningNet state dict, not the DDP wrapper's
     assert all(torch.isfinite(p).all() for p in net.parameters())

@@ -217,7 +217,7 @@ def test_block_input_run_trains_saves_and_loads(tmp_path, cli):
     code, _, err = _train(cli, str(run), *TINY, "--set", "model.generator_input=block",
                           "--set", "train.max_steps=2")
     assert code == 0, err
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     r = open_run(run)
     assert r.config.model.generator_input == "block"
@@ -334,7 +334,7 @@ _TRAIN_AND_SCORE = """
 import json, sys, torch
 from metaprune.cli.main import main
 from metaprune.evaluation import evaluate
-from metaprune.runs import open_run
+from metaprune.store.runs import open_run
 run_dir, seed, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if run_dir != sys.argv[4]:  # meta-train unless it is the session's run, already trained
     code = main(["train-pruningnet", "-c", "smoke", "--run-dir", run_dir, "--quiet",
@@ -393,7 +393,7 @@ def test_smoke_meta_training_learns_for_every_seed_and_thread_count(smoke_runs):
 
 def test_smoke_pruningnet_beats_untrained_and_cli_evaluates(smoke_run, cli):
     from metaprune.evaluation import evaluate
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     run = open_run(smoke_run)
     data = run.load_data()
@@ -438,7 +438,7 @@ def test_bn_batches_stay_in_host_memory_whatever_the_device(smoke_run):
     """Issue 15: BN re-estimation batches are held on the host and streamed to the model one at a
     time, never all on the device (15 GB per evaluator for the ImageNet config)."""
     from metaprune.evaluation import bn_batches, generate
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     run = open_run(smoke_run)
     data = run.load_data()
@@ -452,7 +452,7 @@ def test_cpu_candidates_are_scored_channels_last_with_the_same_proxy(smoke_run):
     """Issue 17: on the CPU a candidate's network is channels-last (BN re-estimation runs 2.6-4x
     faster there); its proxy equals the NCHW network's up to float rounding (a few images)."""
     from metaprune.evaluation import bn_batches, evaluate, generate
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     run = open_run(smoke_run)
     data, net = run.load_data(), run.load_pruningnet()
@@ -527,7 +527,7 @@ def test_candidates_are_scored_with_bn_folded_into_the_convs(smoke_run, monkeypa
     import copy
 
     from metaprune.evaluation import accuracy, bn_batches, evaluate, generate
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
     from pruningnet.bn import fold_bn
 
     run = open_run(smoke_run)
@@ -606,7 +606,7 @@ def test_resuming_an_older_checkpoint_keeps_the_fused_optimizer_and_its_loss_sca
     (before the change) must not switch it off behind GradScaler's back (the fp16 step would fail)."""
     from types import SimpleNamespace
 
-    from metaprune.meta_train import _load_optimizer_state, _optimizer
+    from metaprune.metatrain.loop import _load_optimizer_state, _optimizer
 
     tc = SimpleNamespace(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4)
     net = torch.nn.Linear(4, 3)

@@ -28,7 +28,7 @@ def copy_run(smoke_run: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def budget(smoke_run):
-    from metaprune.runs import open_run
+    from metaprune.store.runs import open_run
 
     space = open_run(smoke_run).space
     cm = cost_model(space)
@@ -124,7 +124,7 @@ def test_pareto_json_and_png(searched, cli):
 def test_export_json_and_onnx_with_and_without_weights(searched, budget, tmp_path, cli):
     import onnxruntime as ort
 
-    from metaprune.specfile import load_spec
+    from metaprune.store.specfile import load_spec
 
     cands = read(searched, "candidates.json")["candidates"]
     cap = sorted(c["macs"] for c in cands)[len(cands) // 2]
@@ -184,8 +184,8 @@ def test_existing_search_is_not_replaced_silently(searched, budget, cli):
 def test_ray_requests_the_cluster_cannot_meet_are_refused_not_queued(smoke_run, budget, tmp_path, ray_cluster,
                                                                      cli, tree_hash):
     """Ray queues an actor or trial it can never place without an error; we refuse it in one line."""
-    from metaprune.runs import open_run
-    from metaprune.specfile import save_spec
+    from metaprune.store.runs import open_run
+    from metaprune.store.specfile import save_spec
     from pruningnet import make_spec
 
     run = copy_run(smoke_run, tmp_path / "r")

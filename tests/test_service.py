@@ -117,7 +117,7 @@ def test_search_job_events_front_and_exports(live):
     import onnx
     from pruningnet import count_cost
 
-    from metaprune.specfile import load_spec
+    from metaprune.store.specfile import load_spec
 
     srv, runs_dir = live, live.runs_dir
     jobs = srv.request("GET", "/api/jobs?run=smoke")[1]["jobs"]

@@ -89,7 +89,7 @@ def svc(tmp_path_factory):
     gone = subprocess.Popen(["true"])
     gone.wait()
     writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "metaprune", "train-pruningnet"])
-    for name, pid in (("orphan", gone.pid), ("cli", writer.pid)):  # what metaprune.runlock leaves while held
+    for name, pid in (("orphan", gone.pid), ("cli", writer.pid)):  # what metaprune.store.runlock leaves while held
         (runs / name / "run.lock").write_text(json.dumps({"job": "train-pruningnet", "pid": pid,
                                                           "host": socket.gethostname()}))
     plant_hostile_run(runs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metaprune.threads import local_cpus, set_torch_threads, torch_threads
+from metaprune.process.threads import local_cpus, set_torch_threads, torch_threads
 
 
 @pytest.mark.parametrize("env,requested,want", [

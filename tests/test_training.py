@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaprune.specfile import save_spec
+from metaprune.store.specfile import save_spec
 from metaprune.training import Recipe, scratch_epochs
 from metaprune.training.loop import lr_at
 from metaprune.training.plan import from_spec_files, with_baselines
@@ -78,8 +78,8 @@ def test_each_budget_gets_the_largest_uniform_network_not_above_it(tmp_path):
 def test_top_k_comes_from_the_search_front_best_proxy_first(smoke_run, tmp_path):
     import shutil
 
-    from metaprune.fileio import write_json
-    from metaprune.runs import open_run
+    from metaprune.store.fileio import write_json
+    from metaprune.store.runs import open_run
     from metaprune.training.plan import from_front
 
     run = tmp_path / "run"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaprune.specfile import save_spec
+from metaprune.store.specfile import save_spec
 from pruningnet import get_space, make_spec
 
 SPACE = dict(input_size=32, small_input=True, in_channels=1, num_classes=10, width_mult=0.25)

@@ -71,7 +71,7 @@ def make_baselines(run, cfg, data, req: BaselineRequest, log: Callable[[str], No
     ``checkpoint_model``: ``req.full_checkpoint`` already loaded (it is loaded here otherwise)."""
     import torch
 
-    from ..fileio import atomic_write_many, dumps_json
+    from ..store.fileio import atomic_write_many, dumps_json
     from .full import load_cached_full, load_full_checkpoint, train_full
 
     space = run.space

@@ -15,9 +15,9 @@ from pruningnet import build_model, make_spec
 from pruningnet.errors import UserError
 
 from ..config import to_dict
-from ..fileio import atomic_save, load_weights, write_json
-from ..schemas import FULL_RECORD, FULL_WEIGHTS, Kind, Tensors
-from ..threads import max_threads
+from ..store.fileio import atomic_save, load_weights, write_json
+from ..store.schemas import FULL_RECORD, FULL_WEIGHTS, Kind, Tensors
+from ..process.threads import max_threads
 
 
 USER_FULL_WEIGHTS = Kind("--full-checkpoint", Tensors(), "pass a checkpoint of a network that trained")

@@ -41,8 +41,8 @@ def baseline(run_dir, criteria, max_macs, like, seeds, slimming, full_checkpoint
     """Prune RUN's space at full width by classic criteria, globally, to a MACs budget; writes
     RUN/baselines/<criterion>-<macs>.json specs for `metaprune train --spec` / `cost` / `build` / `export`."""
     from ..baselines import BaselineRequest, check_request, make_baselines, parse_criteria
-    from ..runs import open_run
-    from ..specfile import load_spec
+    from ..store.runs import open_run
+    from ..store.specfile import load_spec
     from ..training import load_train_config
     from ..training.loop import check_fits, scratch_data
     from ..units import parse_count

@@ -77,9 +77,9 @@ GPUS_PER_TRIAL = FiniteFloat(0.0, 64.0)
 
 
 def lock_run(run_dir, job: str, create: bool = False):
-    """Hold the run lock (:func:`metaprune.runlock.run_lock`) on ``run_dir`` until the running
+    """Hold the run lock (:func:`metaprune.store.runlock.run_lock`) on ``run_dir`` until the running
     command ends: one call in a command body, released when click closes the command's context
     (``create``: make the directory of a new run first)."""
-    from ..runlock import run_lock
+    from ..store.runlock import run_lock
 
     return click.get_current_context().with_resource(run_lock(run_dir, job, create=create))

@@ -19,8 +19,8 @@ from ..latency.busy import check_idle
 from ..latency.shapes import grid_shapes
 from ..latency.table import DEFAULT_GRID_STEP
 from ..latency.timing import TimingConfig, check_clock
-from ..schemas import SPACE_FILE
-from ..specfile import load_spec
+from ..store.schemas import SPACE_FILE
+from ..store.specfile import load_spec
 from .common import check_device, echo_json, json_option, options_option, parse_key_values
 from .main import cli
 

@@ -7,7 +7,7 @@ import click
 
 from pruningnet.errors import UserError
 
-from ..malloc import malloc_mode
+from ..process.malloc import malloc_mode
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -10,8 +10,8 @@ from pruningnet.errors import UserError
 
 from ..config import config_path as resolve_config
 from ..config import load_config
-from ..meta_config import MetaTrainConfig
-from ..runs import create_run, open_run, resolve_space
+from ..metatrain.config import MetaTrainConfig
+from ..store.runs import create_run, open_run, resolve_space
 from ..units import format_count
 from .common import echo_json, json_option, lock_run, parse_key_values
 from .main import cli
@@ -36,7 +36,7 @@ from .main import cli
 def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet, workers, gpus_per_worker,
                      address) -> None:
     """Meta-train a PruningNet: every batch trains a freshly sampled channel vector."""
-    from ..meta_train import check_trainable, meta_train
+    from ..metatrain.loop import check_trainable, meta_train
 
     if workers is None and (gpus_per_worker or address):
         raise UserError("--gpus-per-worker and --address go with --workers N")
@@ -74,7 +74,7 @@ def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet, wo
         run = create_run(path, cfg, space, data)
     click.echo(f"run: {run.path}  space: {run.space.name}  data: {data.name} {data.info}", err=True)
     if workers is not None:
-        from ..meta_train_ray import meta_train_on_ray
+        from ..metatrain.distributed import meta_train_on_ray
 
         status = meta_train_on_ray(run, workers, gpus_per_worker, address)
     else:
@@ -99,7 +99,7 @@ def _check_workers(cfg, workers: int | None) -> None:
 def evaluate(run_dir, spec_file, uniform, bn_batches, max_images, as_json) -> None:
     """Proxy accuracy (search split, PruningNet weights, BN re-estimated) of SPEC or a uniform vector."""
     from ..evaluation import evaluate as eval_vector
-    from ..specfile import load_spec
+    from ..store.specfile import load_spec
     from pruningnet.cost import cost_model
 
     if (spec_file is None) == (uniform is None):

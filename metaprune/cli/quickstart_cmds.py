@@ -41,7 +41,7 @@ def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None
     if not 0.05 <= budget_fraction <= 1.0:  # FloatRange lets nan through
         raise UserError(f"--budget-fraction {budget_fraction} is not accepted; accepted: a number in [0.05, 1]")
 
-    from ..runs import open_run
+    from ..store.runs import open_run
 
     name = "smoke" if smoke else "quickstart"
     run = Path(run_dir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -59,7 +59,7 @@ def _scorer_factory(run_path: Path, device: str):
         state = read_state(run_path)
         if state is None:
             raise UserError(f"run {str(run_path)!r} has no search state")
-        proxy = state["search"]["proxy"]  # checked (metaprune/schemas.py); later versions may add keys
+        proxy = state["search"]["proxy"]  # checked (metaprune/store/schemas.py); later versions may add keys
         return ProxyScorer(run_path, ProxySettings(**{f.name: proxy.get(f.name) for f in fields(ProxySettings)}),
                            device=device)
 
@@ -150,7 +150,7 @@ def search(run_dir, max_macs, max_params, max_latency_ms, max_flops_metapruning,
 @json_option
 def pareto(run_dir, baselines, device, as_json) -> None:
     """Print RUN's Pareto front (proxy top-1 against MACs) and plot it to RUN/search/pareto.png."""
-    from ..runs import open_run
+    from ..store.runs import open_run
     from ..search.report import PLOT_FILE, baseline_vectors, front_table, plot_front, score_baselines
     from ..search.store import read_candidates, read_front, search_dir
 
@@ -191,7 +191,7 @@ def pareto(run_dir, baselines, device, as_json) -> None:
 def export(run_dir, candidate_id, max_macs, max_params, max_latency_ms, output, fmt, with_weights, device,
            as_json) -> None:
     """Export a searched candidate of RUN: by --id, or the best proxy top-1 under a budget."""
-    from ..runs import open_run
+    from ..store.runs import open_run
     from ..search.export import candidate_spec, export_candidate, pick_candidate
     from ..search.store import read_candidates
 

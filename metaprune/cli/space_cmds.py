@@ -8,7 +8,7 @@ from pruningnet.cost import CONVENTIONS, cost_model
 from pruningnet.spaces import space_summary
 
 from ..export import FORMATS, export_model
-from ..specfile import load_spec
+from ..store.specfile import load_spec
 from ..units import format_count
 from .common import echo_json, json_option, options_option, parse_key_values
 from .main import cli

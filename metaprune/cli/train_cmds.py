@@ -8,7 +8,7 @@ import click
 from pruningnet.errors import UserError
 
 from ..config import to_dict
-from ..fileio import write_json
+from ..store.fileio import write_json
 from .common import CPUS_PER_TRIAL, GPUS_PER_TRIAL, echo_json, json_option, lock_run, parse_key_values
 from .main import cli
 
@@ -50,7 +50,7 @@ def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: st
 
     run = Path(run_dir)
     storage = run / "train" / "ray"
-    lock_run(run, "train", create=True)  # one writer per run until this command ends (metaprune/runlock.py)
+    lock_run(run, "train", create=True)  # one writer per run until this command ends (metaprune/store/runlock.py)
 
     finished: list = []
     trials: list[dict] = []
@@ -78,7 +78,7 @@ def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: st
         try:
             if not resume:
                 gpus = default_gpus_per_trial() if gpus_per_trial is None else gpus_per_trial
-            from ..ray_resources import require
+            from ..process.ray_resources import require
 
             # one trial must fit the cluster, or Ray Tune leaves it pending forever
             require(f"--cpus-per-trial {cpus_per_trial:g} / --gpus-per-trial {gpus:g}", cpus=cpus_per_trial,

@@ -18,7 +18,7 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 def default_workers() -> int:
     """DataLoader workers: the CPUs this process may use, at most 8 (``METAPRUNE_MAX_THREADS`` caps it)."""
-    from ..threads import available_cores, max_threads
+    from ..process.threads import available_cores, max_threads
 
     cpus = available_cores()
     return min(8, cpus, max_threads() or cpus)

@@ -37,8 +37,8 @@ from pruningnet.errors import UserError
 from pruningnet.spaces.ir import Scaled, Space
 from pruningnet.spec import make_spec
 
-from ..fileio import read_json, write_json
-from ..schemas import LATENCY_TABLE
+from ..store.fileio import read_json, write_json
+from ..store.schemas import LATENCY_TABLE
 from .machine import MachineKey, check_device, current_key
 from .shapes import Shape, Term, grid_shapes, resolve, space_terms, term_axes, term_points
 from .timing import CLOCKS, MODEL_TIMING, check_clock, TimingConfig, measure_model_ms, time_call_ms, torch_threads
@@ -295,7 +295,7 @@ class LatencyTable:
 
 
 def _read(path: Path, follow: bool = True) -> LatencyTable:
-    """A table file, every field checked (:data:`metaprune.schemas.LATENCY_TABLE`)."""
+    """A table file, every field checked (:data:`metaprune.store.schemas.LATENCY_TABLE`)."""
     doc = read_json(path, "latency table", kind=None, follow=follow)
     fmt = doc.get("format") if isinstance(doc, dict) else None
     if not isinstance(fmt, str) or not fmt.startswith(FORMAT_NAME + "/"):

@@ -7,7 +7,7 @@ check tables on a busy box; it is refused with more than one thread and on CUDA)
 
 Each sample times enough back-to-back calls to last at least ``min_sample_ms`` and reports their
 mean, so a sample of a 20 us layer is not dominated by the timer; the result is the median sample.
-Host memory is steadied first (:mod:`metaprune.malloc`), so that entries and end-to-end
+Host memory is steadied first (:mod:`metaprune.process.malloc`), so that entries and end-to-end
 timings are both taken in the steady state a served model runs in.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from pruningnet.errors import UserError
 
-from ..malloc import steady_allocator
+from ..process.malloc import steady_allocator
 from .machine import check_device
 
 

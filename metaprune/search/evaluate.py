@@ -56,13 +56,13 @@ class ProxyScorer:
         import torch
 
         from ..evaluation import bn_batches
-        from ..runs import open_run
+        from ..store.runs import open_run
 
-        from ..malloc import steady_allocator
-        from ..threads import set_torch_threads
+        from ..process.malloc import steady_allocator
+        from ..process.threads import set_torch_threads
 
         set_torch_threads(settings.threads)
-        steady_allocator()  # no fresh pages per candidate (metaprune/malloc.py)
+        steady_allocator()  # no fresh pages per candidate (metaprune/process/malloc.py)
         torch.manual_seed(settings.seed)
         run = open_run(run_path)
         self.space: Space = run.space

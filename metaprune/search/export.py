@@ -7,7 +7,7 @@ from typing import Mapping
 from pruningnet.errors import UserError
 from pruningnet.spec import SubnetSpec, make_spec
 
-from ..specfile import save_spec
+from ..store.specfile import save_spec
 from .runner import BUDGET_FLAGS, format_cost
 
 FORMATS = ("json", "torchscript", "onnx")

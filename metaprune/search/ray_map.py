@@ -42,7 +42,7 @@ class RayActorMap:
                     ray.init(address=address, include_dashboard=False, log_to_driver=False,
                              configure_logging=False)
                 else:
-                    from ..threads import available_cores, local_cpus
+                    from ..process.threads import available_cores, local_cpus
 
                     # the machine's CPUs (or the cap), never inflated by --workers: more actors x
                     # threads than CPUs is refused below instead of oversubscribing the cores
@@ -59,8 +59,8 @@ class RayActorMap:
             raise
 
     def _start(self, ray, run_path, settings: ProxySettings, workers: int | None, device: str) -> None:
-        from ..ray_resources import actor_start_timeout_s, require
-        from ..threads import torch_threads
+        from ..process.ray_resources import actor_start_timeout_s, require
+        from ..process.threads import torch_threads
 
         total = ray.cluster_resources()
         gpus = int(total.get("GPU", 0))

@@ -8,8 +8,8 @@ from pathlib import Path
 from pruningnet.cost import cost_model
 from pruningnet.errors import UserError
 
-from ..fileio import atomic_write, write_json
-from ..schemas import BASELINE_SCORES
+from ..store.fileio import atomic_write, write_json
+from ..store.schemas import BASELINE_SCORES
 from ..units import format_count
 from .store import search_dir
 
@@ -54,7 +54,7 @@ def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
 
 def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) -> list[dict]:
     """Proxy top-1 of each baseline; cached in ``RUN/search/baselines.json`` by channel vector."""
-    from ..runs import open_run
+    from ..store.runs import open_run
 
     f = search_dir(run_path) / BASELINES_FILE
     fingerprint = open_run(run_path).pruningnet_fingerprint()

@@ -15,7 +15,7 @@ from evolution import BudgetError, Problem, resume_search, run_search
 from pruningnet.errors import UserError
 
 from ..config import from_dict, to_dict
-from ..runlock import run_lock
+from ..store.runlock import run_lock
 from ..units import format_count
 from .config import SearchConfig
 from .evaluate import ProxyScorer, load_latency_table, make_cost_fn, proxy_settings
@@ -150,7 +150,7 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
                address: str | None = None, device: str = "auto",
                progress: Callable[[str], None] | None = None) -> SearchOutcome:
     """Search a run's PruningNet under ``budgets`` (keys ``macs``, ``params``, ``latency_ms``)."""
-    from ..runs import open_run
+    from ..store.runs import open_run
 
     run = open_run(run_path)
     if not run.has_pruningnet():

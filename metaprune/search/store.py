@@ -19,8 +19,8 @@ from evolution.search import pareto_front
 
 from pruningnet.errors import UserError
 
-from ..fileio import atomic_write_many, dumps_json
-from ..schemas import CANDIDATES_FILE, FRONT_FILE, SEARCH_STATE
+from ..store.fileio import atomic_write_many, dumps_json
+from ..store.schemas import CANDIDATES_FILE, FRONT_FILE, SEARCH_STATE
 
 STATE_FILE = "state.json"
 LOCK_FILE = "search.lock"
@@ -75,7 +75,7 @@ def search_lock(run_path: Path) -> Iterator[Path]:
 
 
 def read_state(run_path: Path) -> dict | None:
-    """The saved search state (checked field by field: :data:`metaprune.schemas.SEARCH_STATE`), or
+    """The saved search state (checked field by field: :data:`metaprune.store.schemas.SEARCH_STATE`), or
     None when the run has none."""
     f = search_dir(run_path) / STATE_FILE
     if not os.path.lexists(f):
@@ -113,7 +113,7 @@ def write_generation(run_path: Path, evo_state: dict, meta: dict, unit_names: Se
 
 
 def read_candidates(run_path: Path) -> dict:
-    """``candidates.json`` of a run (checked: :data:`metaprune.schemas.CANDIDATES_FILE`);
+    """``candidates.json`` of a run (checked: :data:`metaprune.store.schemas.CANDIDATES_FILE`);
     :class:`UserError` when the run has no search."""
     f = search_dir(run_path) / "candidates.json"
     if not os.path.lexists(f):
@@ -122,7 +122,7 @@ def read_candidates(run_path: Path) -> dict:
 
 
 def read_front(run_path: Path) -> dict:
-    """``front.json`` of a run (checked: :data:`metaprune.schemas.FRONT_FILE`)."""
+    """``front.json`` of a run (checked: :data:`metaprune.store.schemas.FRONT_FILE`)."""
     f = search_dir(run_path) / "front.json"
     if not os.path.lexists(f):
         raise UserError(f"run {str(run_path)!r} has no search yet; run `metaprune search {run_path}` first")

@@ -567,7 +567,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
     def start_meta_training(req: MetaTrainRequest):
         """Meta-train a new run from a shipped config plus overrides (a job)."""
         from ..config import load_config
-        from ..meta_config import MetaTrainConfig
+        from ..metatrain.config import MetaTrainConfig
 
         name = check_name(req.name)
         path = _shipped("", req.config, "config")
@@ -701,7 +701,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
     def export_spec(p: Path, space, candidate: int | None, budgets: dict) -> tuple[dict, Path]:
         """Write the candidate's spec to RUN/exports/candidate-ID.json (in-process; the caller holds the run)."""
         from ..search.export import candidate_spec, pick_candidate
-        from ..specfile import save_spec
+        from ..store.specfile import save_spec
 
         if (candidate is None) == (not budgets):
             raise ApiError(422, "give either candidate (an id) or a budget (max_macs, max_params), not both "
@@ -878,9 +878,9 @@ _DOCS_HTML = """<!doctype html>
 
 
 def _run_lock(run: Path, job: str):
-    """The run's writer lock (:mod:`metaprune.runlock`), which every CLI job writing the run holds."""
+    """The run's writer lock (:mod:`metaprune.store.runlock`), which every CLI job writing the run holds."""
     try:
-        from ..runlock import run_lock
+        from ..store.runlock import run_lock
     except ImportError:  # pragma: no cover - a build without per-run locks
         import contextlib
 

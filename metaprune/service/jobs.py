@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
-from ..threads import available_cores
+from ..process.threads import available_cores
 from .db import Database, RunBusy
 from .files import Damaged, is_real_dir, open_private
 from .progress import job_progress, tail_lines

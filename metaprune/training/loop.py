@@ -16,11 +16,11 @@ import torch.nn as nn
 from pruningnet import build_model, get_space, make_spec
 from pruningnet.errors import UserError
 
-from ..precision import Precision
+from ..process.precision import Precision
 from ..data import DataSplits
 from ..evaluation import count_hits
-from ..malloc import steady_allocator
-from ..threads import set_torch_threads
+from ..process.malloc import steady_allocator
+from ..process.threads import set_torch_threads
 from .recipe import Recipe
 
 
@@ -199,7 +199,7 @@ def fit(trial: dict, data: ScratchData, state: dict | None = None, on_epoch: Epo
     recipe = Recipe(**trial["recipe"])
     device = device_for(trial.get("gpus", 0))
     set_torch_threads(max(1, int(trial.get("threads", 1))))
-    steady_allocator()  # no fresh pages per step (metaprune/malloc.py)
+    steady_allocator()  # no fresh pages per step (metaprune/process/malloc.py)
     seed, epochs = int(trial["seed"]), int(trial["epochs"])
     torch.manual_seed(seed)
     if device.type == "cuda":

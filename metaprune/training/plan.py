@@ -10,7 +10,7 @@ from pruningnet import SubnetSpec, cost_model, make_spec
 from pruningnet.errors import UserError
 
 from ..config import to_dict
-from ..specfile import load_spec
+from ..store.specfile import load_spec
 from .recipe import TrainConfig, scratch_epochs
 
 
@@ -67,9 +67,9 @@ def from_spec_files(paths: Sequence[str]) -> list[Candidate]:
 
 def from_front(run_dir: str | Path, top: int) -> list[Candidate]:
     """The ``top`` entries of ``RUN/search/front.json`` by proxy top-1, highest first (the run and
-    its front are read through their checked schemas: :func:`metaprune.runs.open_run`,
+    its front are read through their checked schemas: :func:`metaprune.store.runs.open_run`,
     :func:`metaprune.search.store.read_front`)."""
-    from ..runs import open_run
+    from ..store.runs import open_run
     from ..search.store import read_front
 
     run = open_run(run_dir)

@@ -11,7 +11,7 @@ from pruningnet.errors import UserError
 
 from ..config import check, config_path, load_config, read_yaml
 from ..data import DataConfig
-from ..precision import PRECISIONS
+from ..process.precision import PRECISIONS
 
 BUDGETS = ("scratch-e", "scratch-b")
 

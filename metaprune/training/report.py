@@ -77,7 +77,7 @@ def plot(rows: list[dict], path: str | Path, tau: dict) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..fileio import atomic_write
+    from ..store.fileio import atomic_write
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for kind, marker in (("searched", "o"), ("baseline", "s")):
@@ -109,7 +109,7 @@ def plot_budgets(rows: list[dict], path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..fileio import atomic_write
+    from ..store.fileio import atomic_write
 
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 + 2.2 * max(len(g) for g in groups.values()) * len(groups)
                                                       / 3, 3.6), squeeze=False)

@@ -7,7 +7,7 @@ import numpy as np
 
 from pruningnet.errors import UserError
 
-from ..fileio import read_json, write_json
+from ..store.fileio import read_json, write_json
 
 FORMAT = "metaprune.train-results/1"
 

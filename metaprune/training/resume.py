@@ -24,7 +24,7 @@ from pruningnet import get_space, make_spec
 from pruningnet.errors import UserError
 
 from ..config import from_dict, to_dict
-from ..fileio import load_weights, read_json, read_text
+from ..store.fileio import load_weights, read_json, read_text
 from .loop import check_state
 from .recipe import BUDGETS, Recipe, TrainConfig
 from .runner import TrialOutcome

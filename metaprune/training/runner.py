@@ -39,7 +39,7 @@ def connect(address: str | None) -> bool:
         if address:
             ray.init(address=address, configure_logging=False, log_to_driver=False)
         else:
-            from ..threads import local_cpus
+            from ..process.threads import local_cpus
 
             ray.init(num_cpus=local_cpus(), include_dashboard=False, configure_logging=False, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as e:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from ..fileio import load_weights
+from ..store.fileio import load_weights
 from .loop import ScratchData, fit
 
 STATE_FILE = "state.pt"

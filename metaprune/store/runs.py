@@ -20,11 +20,11 @@ from pathlib import Path
 from pruningnet.errors import UserError
 from pruningnet.spaces import Space, get_space
 
-from .config import dump_yaml, from_dict, read_yaml, to_dict
-from .data import DataSplits
-from .data.splits import fingerprints
+from ..config import dump_yaml, from_dict, read_yaml, to_dict
+from ..data import DataSplits
+from ..data.splits import fingerprints
 from .fileio import load_weights, open_regular, write_json, write_text
-from .meta_config import MetaTrainConfig
+from ..metatrain.config import MetaTrainConfig
 from .schemas import PRUNINGNET, SPACE_FILE, SPLIT_FILE
 
 PRUNINGNET_FILE = "pruningnet.pt"

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .config import check
-from .data import DataConfig
+from ..config import check
+from ..data import DataConfig
 
 
 @dataclass(frozen=True)

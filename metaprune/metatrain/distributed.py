@@ -11,17 +11,17 @@ import os
 
 from pruningnet.errors import UserError
 
-from .runs import Run
+from ..store.runs import Run
 
 
 def _worker_loop(config: dict) -> None:
     import ray.train
     import torch
 
-    from .meta_train import meta_train
-    from .runs import open_run
-    from .threads import ENV as THREADS_ENV
-    from .threads import set_torch_threads
+    from .loop import meta_train
+    from ..store.runs import open_run
+    from ..process.threads import ENV as THREADS_ENV
+    from ..process.threads import set_torch_threads
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -45,9 +45,9 @@ def meta_train_on_ray(run: Run, workers: int, gpus_per_worker: float = 0.0, addr
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .ray_resources import require
-    from .schemas import STATUS_FILE
-    from .training.runner import connect
+    from ..process.ray_resources import require
+    from ..store.schemas import STATUS_FILE
+    from ..training.runner import connect
 
     started = connect(address)
     try:

@@ -1,7 +1,7 @@
 """One schema per kind of file a run directory holds, checked by every reader of that kind.
 
 Every file in a run directory is treated as written by an attacker: a reader loads it with
-:func:`Kind.read` (JSON: :func:`metaprune.fileio.read_json`, never blocking, no symbolic links) or
+:func:`Kind.read` (JSON: :func:`metaprune.store.fileio.read_json`, never blocking, no symbolic links) or
 checks a loaded object with :func:`Kind.check`, and any defect (a missing field, a wrong type, a
 number out of range, ``NaN``, a non-finite weight) is one :class:`UserError` line naming the file,
 the field and what is accepted, before anything is computed from it or written::
@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from pruningnet.errors import UserError
 
-from .ranges import SEED_RANGE, THREADS_RANGE
+from ..ranges import SEED_RANGE, THREADS_RANGE
 
 MAX_COUNT = 10**15  # MACs, params: as metaprune.units
 MAX_CHANNELS = 1 << 20

@@ -5,7 +5,7 @@ Deterministic given the seed: the data order of an epoch and the vector of a ste
 weights as an uninterrupted one.
 
 Data parallel (``dist=(rank, world)``, a torch process group already up, e.g. by Ray Train in
-:mod:`metaprune.meta_train_ray`): every worker draws the same global batch and the same vector, trains
+:mod:`metaprune.metatrain.distributed`): every worker draws the same global batch and the same vector, trains
 on its ``rank::world`` share of the batch under DistributedDataParallel (gradients averaged, so a step
 is the single-process step up to each share's BatchNorm statistics), and rank 0 alone writes
 metrics, checkpoints and the PruningNet. ``train.batch_size`` is the global batch.
@@ -31,11 +31,11 @@ from pruningnet.hypernet import PruningNet
 from pruningnet.spaces import Space
 
 from .divergence import DivergenceGuard
-from .fileio import atomic_save, load_weights, open_regular, remove_stale_temps, write_json, write_text
-from .malloc import steady_allocator
-from .runs import PRUNINGNET_FILE, Run
-from .schemas import CHECKPOINT as CHECKPOINT_KIND
-from .threads import set_torch_threads
+from ..store.fileio import atomic_save, load_weights, open_regular, remove_stale_temps, write_json, write_text
+from ..process.malloc import steady_allocator
+from ..store.runs import PRUNINGNET_FILE, Run
+from ..store.schemas import CHECKPOINT as CHECKPOINT_KIND
+from ..process.threads import set_torch_threads
 
 CHECKPOINT = "checkpoints/last.pt"
 
@@ -157,7 +157,7 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
         raise UserError(f"train.batch_size={tc.batch_size} is the global batch of {world} workers; accepted: "
                         f"a multiple of {world}")
     set_torch_threads(tc.threads)
-    steady_allocator()  # no fresh pages per step (metaprune/malloc.py)
+    steady_allocator()  # no fresh pages per step (metaprune/process/malloc.py)
     use_cuda = device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
         tc.amp, torch.bfloat16 if (tc.amp == "auto" and use_cuda) else None)
