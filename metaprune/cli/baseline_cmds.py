@@ -9,7 +9,7 @@ import click
 from pruningnet.errors import UserError
 
 from .common import echo_json, json_option, lock_run, parse_key_values
-from .main import cli
+from .group import cli
 
 
 @cli.command()

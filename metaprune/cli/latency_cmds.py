@@ -22,7 +22,7 @@ from ..latency.timing import TimingConfig, check_clock
 from ..store.schemas import SPACE_FILE
 from ..store.specfile import load_spec
 from .common import check_device, echo_json, json_option, options_option, parse_key_values
-from .main import cli
+from .group import cli
 
 
 @cli.group()

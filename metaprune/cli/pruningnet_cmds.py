@@ -14,7 +14,7 @@ from ..metatrain.config import MetaTrainConfig
 from ..store.runs import create_run, open_run, resolve_space
 from ..units import format_count
 from .common import echo_json, json_option, lock_run, parse_key_values
-from .main import cli
+from .group import cli
 
 
 @cli.command("train-pruningnet")

@@ -8,9 +8,8 @@ import click
 
 from pruningnet.errors import UserError
 
-from .main import cli
-
 from ..config import CONFIG_ROOT
+from .group import cli, invoke
 
 # --smoke checks an install in under 2 minutes: one meta-training epoch, a 16-candidate search on
 # 100 images; the shipped smoke configs stay as the tests and users know them
@@ -19,10 +18,8 @@ SMOKE_SEARCH = ["--set", "generations=2", "--set", "eval.max_images=100"]
 
 
 def _step(title: str, args: list[str]) -> None:
-    from .main import main
-
     click.echo(f"\n== {title}: metaprune {' '.join(args)}", err=True)
-    code = main(args)
+    code = invoke(args)
     if code != 0:
         raise UserError(f"quickstart stopped at '{title}' (exit {code}); fix the error above and rerun "
                         "with the same --run-dir to reuse what is done")

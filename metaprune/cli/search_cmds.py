@@ -12,7 +12,7 @@ from pruningnet.errors import UserError
 
 from ..units import parse_count
 from .common import check_device, echo_json, json_option, lock_run, parse_key_values
-from .main import cli
+from .group import cli
 
 _BUDGET_HELP = ("Budgets: --max-macs (alias --flops: the pruning papers' \"FLOPs\" are MACs, "
                 "multiply-accumulates) and --max-params take 150M, 1.2G or plain integers.")

@@ -7,7 +7,7 @@ import click
 
 from pruningnet.errors import UserError
 
-from .main import cli
+from .group import cli
 
 
 @cli.command()

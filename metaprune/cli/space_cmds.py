@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import click
 
-from pruningnet import build_model, count_cost, get_space, list_spaces
-from pruningnet.cost import CONVENTIONS, cost_model
-from pruningnet.spaces import space_summary
+from pruningnet import build_model, count_cost, list_spaces
+from pruningnet.cost import CONVENTIONS
 
 from ..export import FORMATS, export_model
+from ..spaces_summary import space_info, space_summary
 from ..store.specfile import load_spec
 from ..units import format_count
 from .common import echo_json, json_option, options_option, parse_key_values
-from .main import cli
+from .group import cli
 
 CONVENTION_HELP = ("macs: conv + linear MACs, BN folded (the unit papers call FLOPs); metapruning: "
                    "MetaPruning's official counter (MACs plus BN outputs, pooling and linear biases; its "
@@ -31,20 +31,6 @@ def space_list(pattern: str) -> None:
     """List registered spaces (PATTERN is a shell wildcard)."""
     for name in list_spaces(pattern):
         click.echo(f"{name:14s} {space_summary(name)}")
-
-
-def space_info(name: str, options: dict, convention: str = "macs") -> dict:
-    sp = get_space(name, **options)
-    cm = cost_model(sp)
-    lo, hi = sp.min_channels(), sp.max_channels()
-    info = {"space": sp.name, "options": sp.options,
-            "units": [{"name": u.name, "max": u.max, "choices": list(u.choices)} for u in sp.units],
-            "min_macs": int(cm.macs(lo)[0]), "max_macs": int(cm.macs(hi)[0]),
-            "min_params": int(cm.params(lo)[0]), "max_params": int(cm.params(hi)[0])}
-    if convention != "macs":
-        info.update(min_flops_metapruning=int(cm.cost(lo, convention)[0]),
-                    max_flops_metapruning=int(cm.cost(hi, convention)[0]))
-    return info
 
 
 @space.command("show")

@@ -10,7 +10,7 @@ from pruningnet.errors import UserError
 from ..config import to_dict
 from ..store.fileio import write_json
 from .common import CPUS_PER_TRIAL, GPUS_PER_TRIAL, echo_json, json_option, lock_run, parse_key_values
-from .main import cli
+from .group import cli
 
 
 @cli.command()

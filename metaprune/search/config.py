@@ -20,10 +20,10 @@ class SearchEvalConfig:
     ``threads`` torch threads per evaluator (None: torch's default; 1 avoids thread contention on
     small, busy CPUs and is what each Ray actor uses)."""
 
-    bn_batches: int | None = None
-    max_images: int | None = None
-    batch_size: int | None = None
-    threads: int | None = None
+    bn_batches: int | None = None  # BN re-estimation batches per candidate; null: the run's eval.bn_batches
+    max_images: int | None = None  # search-split images scored per candidate; null: the run's eval.max_images
+    batch_size: int | None = None  # null: the run's eval.batch_size
+    threads: int | None = None  # torch threads per evaluator; null: torch's default (each Ray actor uses 1)
 
     def validate(self, prefix: str = "") -> None:
         for key in ("bn_batches", "max_images", "batch_size", "threads"):
@@ -39,16 +39,17 @@ class SearchConfig:
     """Strategy, population sizes and operators, and the proxy evaluation."""
 
     # typed for YAML validation; the defaults are evolution's (MetaPruning's) own
+    # constrained: the best proxy accuracy under one budget (--max-macs ...); pareto: the front over objectives
     strategy: Literal["constrained", "pareto"] = _DEFAULTS.strategy
-    population: int = _DEFAULTS.population
-    parents: int = _DEFAULTS.parents
-    mutations: int = _DEFAULTS.mutations
-    crossovers: int = _DEFAULTS.crossovers
-    mutation_prob: float = _DEFAULTS.mutation_prob
-    crossover_prob: float = _DEFAULTS.crossover_prob
-    generations: int = _DEFAULTS.generations
-    objectives: tuple[str, ...] = _DEFAULTS.objectives
-    seed: int | None = None
+    population: int = _DEFAULTS.population  # vectors per generation
+    parents: int = _DEFAULTS.parents  # constrained: the top-k that breed
+    mutations: int = _DEFAULTS.mutations  # children by mutation per generation
+    crossovers: int = _DEFAULTS.crossovers  # children by uniform crossover per generation
+    mutation_prob: float = _DEFAULTS.mutation_prob  # chance that each gene of a mutated child changes, in [0, 1]
+    crossover_prob: float = _DEFAULTS.crossover_prob  # chance that each gene comes from the other parent, in [0, 1]
+    generations: int = _DEFAULTS.generations  # evaluated populations, the first included
+    objectives: tuple[str, ...] = _DEFAULTS.objectives  # cost keys that pareto minimises: macs, params, latency_ms, flops_metapruning
+    seed: int | None = None  # null: the run's seed
     eval: SearchEvalConfig = field(default_factory=SearchEvalConfig)
 
     def validate(self, prefix: str = "") -> None:

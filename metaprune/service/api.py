@@ -467,7 +467,8 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
     @app.get("/api/spaces")
     def spaces():
         from pruningnet import list_spaces
-        from pruningnet.spaces import space_summary
+
+        from ..spaces_summary import space_summary
 
         return {"spaces": [{"name": n, "summary": space_summary(n)} for n in list_spaces("*")]}
 
@@ -478,7 +479,7 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
         8..1024, width_mult up to 4, at most 256 ratios)."""
         from pruningnet import list_spaces
 
-        from ..cli.space_cmds import space_info
+        from ..spaces_summary import space_info
 
         if name not in list_spaces("*"):
             raise ApiError(404, f"space {short(name)} not found; accepted: {', '.join(list_spaces('*'))}", "space")

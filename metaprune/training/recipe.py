@@ -21,22 +21,22 @@ class Recipe:
     """How one network is trained from scratch: SGD with momentum, label smoothing and a cosine
     (or linear) schedule after a linear warm-up."""
 
-    epochs: int = 2
-    batch_size: int = 128
-    eval_batch_size: int = 512
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
+    epochs: int = 2  # Scratch-E epochs (--budget scratch-b gives smaller networks more)
+    batch_size: int = 128  # training batch per trial
+    eval_batch_size: int = 512  # batch for scoring the test split
+    lr: float = 0.1  # peak learning rate, > 0
+    momentum: float = 0.9  # SGD momentum, in [0, 1)
+    nesterov: bool = False  # Nesterov momentum (needs momentum > 0)
+    weight_decay: float = 5e-4  # L2 penalty, >= 0
     decay_norm_and_bias: bool = False  # MetaPruning decays conv/linear weights only
-    label_smoothing: float = 0.1
-    schedule: Literal["cosine", "linear"] = "cosine"
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
-    augment: bool = True
+    label_smoothing: float = 0.1  # in [0, 1)
+    schedule: Literal["cosine", "linear"] = "cosine"  # decay after the warm-up, down to min_lr
+    warmup_epochs: float = 0.0  # linear warm-up, in epochs (fractions allowed)
+    min_lr: float = 0.0  # the schedule's floor, in [0, lr]
+    augment: bool = True  # pad-and-crop (and flip, where the dataset allows) training images
     scratch_b_cap: float = 2.0  # Scratch-B epochs are at most this many times the recipe's
     max_train_images: int | None = None  # subset cap for quick runs; None trains on all of it
-    max_test_images: int | None = None
+    max_test_images: int | None = None  # score on at most this many test images; null: all
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast (fp16: with a GradScaler); for GPUs
     # NHWC model and inputs: faster with cuDNN, and with oneDNN on the CPU (a smoke-space trial 17-37%
     # less wall time, AMD EPYC; benchmarks/bench_scratch_layout.py)
@@ -65,10 +65,10 @@ class Recipe:
 class TrainConfig:
     """Everything ``metaprune train`` reads from its recipe file."""
 
-    seed: int = 0
+    seed: int = 0  # first seed; --seeds N trains seeds seed..seed+N-1 (default: the run's seed)
     data: DataConfig = field(default_factory=DataConfig)
     recipe: Recipe = field(default_factory=Recipe)
-    checkpoints_to_keep: int = 2
+    checkpoints_to_keep: int = 2  # a trial's newest checkpoints kept by Ray Tune
     max_failures: int = 2  # a crashed trial is retried this many times from its last checkpoint
     # Fault injection for tests: the trial raises at the start of this epoch (0-based) on its
     # first attempt only, so the retry must resume from the checkpoint. Leave null.
