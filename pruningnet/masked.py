@@ -158,8 +158,9 @@ class MaskedPruningNet(nn.Module):
             which.extend([i] * mx)
             off += mx
         # every ref's channel positions and the ref they belong to: all masks in one comparison
-        self.register_buffer("_pos", torch.tensor(pos, dtype=torch.float64), persistent=False)
-        self.register_buffer("_which", torch.tensor(which, dtype=torch.long), persistent=False)
+        dev = net.fc_bias.device
+        self.register_buffer("_pos", torch.tensor(pos, dtype=torch.float64, device=dev), persistent=False)
+        self.register_buffer("_which", torch.tensor(which, dtype=torch.long, device=dev), persistent=False)
         self._n_ratios = len(self._layers) * net._ratio_width
         self._rows = {layer.path: (i, len(refs)) for i, (layer, refs) in enumerate(zip(self._layers, net._inputs))}
         self._ctx = _Context()

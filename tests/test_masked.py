@@ -139,3 +139,52 @@ def test_execution_setting_resolves_per_device_and_space():
     with pytest.raises(ValueError, match="needs a CUDA device"):
         capture(m, x, m.pack(mb.max_channels()), "graphs")
     assert capture(m, x, m.pack(mb.max_channels()), "off") == m.forward_packed
+
+
+TINY = ["--set", "data.name=synthetic", "--set", "space.options.width_mult=0.25",
+        "--set", "space.options.ratios=[0.5,0.75,1.0]", "--set", "model.hidden=4",
+        "--set", "train.batch_size=32", "--set", "train.log_every_steps=1", "--set", "train.max_steps=2"]
+
+
+def _train(cli, run_dir, *extra):
+    import os
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return cli("train-pruningnet", "-c", os.path.join(repo, "configs", "smoke.yaml"), "--run-dir", str(run_dir),
+               "--quiet", *TINY, *extra)
+
+
+def test_masked_meta_training_runs_the_masked_forward_and_saves_the_pruningnet(tmp_path, cli, monkeypatch):
+    """``train.execution=masked`` trains through MaskedPruningNet (the CPU default, auto, does not) and
+    writes the plain PruningNet's weights, which load back and score."""
+    calls = []
+    fwd = MaskedPruningNet.forward_packed
+
+    def recording(self, x, packed):
+        calls.append(tuple(x.shape))
+        return fwd(self, x, packed)
+
+    monkeypatch.setattr(MaskedPruningNet, "forward_packed", recording)
+    code, _, err = _train(cli, tmp_path / "auto")
+    assert code == 0, err
+    assert calls == []  # auto on the CPU: sliced
+    code, _, err = _train(cli, tmp_path / "masked", "--set", "train.execution=masked")
+    assert code == 0, err
+    assert len(calls) == 2
+    from metaprune.runs import open_run
+
+    net = open_run(tmp_path / "masked").load_pruningnet()
+    assert isinstance(net, PruningNet)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "train.execution=fast"], "train.execution='fast' is not accepted; accepted: auto, sliced, masked"),
+    (["--set", "train.capture=graphs"], "train.capture='graphs' needs train.execution masked on one CUDA device"),
+    (["--set", "train.capture=compile", "--set", "train.execution=masked"], "accepted here: off or auto"),
+    (["--set", "space.name=shufflenet_v2", "--set", "space.options.width_mult=0.5", "--set", "train.execution=masked"],
+     "train.execution 'masked' cannot run space 'shufflenet_v2'"),
+])
+def test_bad_execution_settings_fail_in_one_line_before_a_run_is_written(tmp_path, cli, args, needle):
+    code, _, err = _train(cli, tmp_path / "bad", *args)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad" / "config.yaml").exists()
