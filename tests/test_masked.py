@@ -33,15 +33,14 @@ def _vectors(sp, n, seed=0):
     return [{u.name: int(rng.choice(u.choices)) for u in sp.units} for _ in range(n)]
 
 
-@pytest.mark.parametrize("name, opts", SPACES)
-@pytest.mark.parametrize("generator_input", ["layer", "block"])
+@pytest.mark.parametrize("name, opts, generator_input", [(*s, g) for s, g in zip(SPACES, ("layer", "block") * 2)])
 def test_masked_forward_and_gradients_equal_the_sliced_ones(name, opts, generator_input):
     """In float64 the two agree to rounding (1e-10): same logits, same gradient of every generator
     parameter (zero outside each vector's crop in both), masked channels exactly zero."""
     sp, net, masked = _nets(name, opts, generator_input)
     x = torch.randn(6, 3, 32, 32, dtype=torch.float64)
     params = list(net.parameters())
-    for ch in _vectors(sp, 2) + [sp.min_channels()]:
+    for ch in _vectors(sp, 1) + [sp.min_channels()]:
         a = net(x, ch)
         ga = torch.autograd.grad(a.square().sum(), params, allow_unused=True)
         b = masked(x, ch)
