@@ -155,8 +155,8 @@ def _train(cli, run_dir, *extra):
 
 
 def test_masked_meta_training_runs_the_masked_forward_and_saves_the_pruningnet(tmp_path, cli, monkeypatch):
-    """``train.execution=masked`` trains through MaskedPruningNet (the CPU default, auto, does not) and
-    writes the plain PruningNet's weights, which load back and score."""
+    """``train.execution=masked`` trains through MaskedPruningNet (on the CPU auto resolves to sliced:
+    test_execution_setting_resolves_per_device_and_space) and writes the plain PruningNet's weights."""
     calls = []
     fwd = MaskedPruningNet.forward_packed
 
@@ -165,9 +165,6 @@ def test_masked_meta_training_runs_the_masked_forward_and_saves_the_pruningnet(t
         return fwd(self, x, packed)
 
     monkeypatch.setattr(MaskedPruningNet, "forward_packed", recording)
-    code, _, err = _train(cli, tmp_path / "auto")
-    assert code == 0, err
-    assert calls == []  # auto on the CPU: sliced
     code, _, err = _train(cli, tmp_path / "masked", "--set", "train.execution=masked")
     assert code == 0, err
     assert len(calls) == 2
