@@ -27,6 +27,13 @@ statistics, 5 forward passes in train mode, then evaluation, regenerating weight
 ours in NCHW and channels-last, the latter also without folding BN into the convs before scoring (the
 version before ``pruningnet.bn.fold_bn``), alternated in rounds on random candidates (our three arms in
 a rotating order).
+
+``--part execution --execution sliced,masked`` (issue 29): the meta-training step (forward,
+cross-entropy, backward, meta-training's fused SGD; channels-last input; a new random vector every
+step, the same vectors for every arm) run sliced and masked (``pruningnet.masked.MaskedPruningNet``:
+every layer at max width with channel masks), alternated in rounds, on the smoke config (its batch)
+and on MobileNetV2-1.4 at 224 (``--batch``); ``--json`` writes the figures. On the CPU only eager
+execution exists (capture is CUDA's: ``benchmarks/gpu_check.py --only masked_step``).
 """
 from __future__ import annotations
 
@@ -339,6 +346,44 @@ def step_ratio(space, hidden: int, batch: int, steps: int, generator_input: str 
             "generator_params": sum(p.numel() for p in net.parameters())}
 
 
+EXECUTIONS = ("sliced", "masked")
+
+
+def execution_rounds(space, hidden: int, batch: int, tc, executions: tuple, rounds: int, steps: int,
+                     generator_input: str = "layer") -> dict:
+    """Median step seconds per execution (``sliced``, ``masked``), interleaved round by round with the
+    same random vectors; the static max network's step (channels-last) as the denominator."""
+    from metaprune.metatrain.loop import _optimizer
+    from pruningnet.masked import MaskedPruningNet
+
+    opts = space.options
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, opts["in_channels"], opts["input_size"], opts["input_size"], generator=g)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, opts["num_classes"], (batch,), generator=g)
+    torch.manual_seed(0)
+    net = PruningNet(space, hidden, generator_input)
+    masked = MaskedPruningNet(net)
+    static = build_model(make_spec(space, space.max_channels())).to(memory_format=torch.channels_last)
+    fwd = {"sliced": net, "masked": masked}
+    opt, sopt = _optimizer(net, tc), _optimizer(static, tc)
+    times: dict = {k: [] for k in ("static_max", *executions)}
+    for r in range(rounds):
+        vecs = [sample_vectors(space, np.random.default_rng([r, i]), "uniform")[0] for i in range(steps + 3)]
+        order = list(executions)
+        order = order[r % len(order):] + order[:r % len(order)]  # each arm first in turn
+        times["static_max"] += _step_times(lambda i: static(x), sopt, y, steps)
+        for k in order:
+            times[k] += _step_times(lambda i, m=fwd[k]: m(x, vecs[i]), opt, y, steps)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    out = {"batch": batch, "rounds": rounds, "steps": steps, **{f"{k}_s": round(v, 4) for k, v in med.items()},
+           "spread": {k: round((max(v) - min(v)) / float(np.median(v)), 3) for k, v in times.items()},
+           **{f"ratio_{k}": round(med[k] / med["static_max"], 3) for k in executions}}
+    if "sliced" in executions and "masked" in executions:
+        out["masked_over_sliced"] = round(med["masked"] / med["sliced"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--part", default="step,step224,eval,memory")
@@ -350,6 +395,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="--part fused224: timed steps per arm and round")
     ap.add_argument("--arms", default=",".join(FUSED224_ARMS), help="--part fused224: arms, of " + ", ".join(FUSED224_ARMS))
     ap.add_argument("--json", default=None, help="--part fused224: write its figures here")
+    ap.add_argument("--execution", default="sliced,masked",
+                    help="--part execution: the PruningNet executions to time, of " + ", ".join(EXECUTIONS))
     ap.add_argument("--official", default=None, help="checkout of github.com/liuzechun/MetaPruning (--part official224)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -390,6 +437,28 @@ def main() -> None:
               f"static max {r['static_max_s']:.3f} s; PruningNet (over static max) {pn}{same}")
         if args.json:
             Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
+    if "execution" in parts:
+        executions = tuple(args.execution.split(","))
+        bad = [e for e in executions if e not in EXECUTIONS]
+        if bad:
+            raise SystemExit(f"--execution {bad[0]!r}; accepted: {', '.join(EXECUTIONS)}")
+        from metaprune import get_space
+
+        gi = args.generator_input or cfg.model.generator_input
+        res = {"threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "smoke": execution_rounds(space, cfg.model.hidden, cfg.train.batch_size, cfg.train, executions,
+                                         args.rounds, args.steps, gi),
+               "mobilenet_v2_1.4_224": execution_rounds(get_space("mobilenet_v2", width_mult=1.4), 32, args.batch,
+                                                        cfg.train, executions, args.rounds, args.steps)}
+        for name in ("smoke", "mobilenet_v2_1.4_224"):
+            r = res[name]
+            print(f"{name}, batch {r['batch']} ({r['rounds']} rounds x {r['steps']} steps): static max "
+                  f"{r['static_max_s']:.3f} s; " + ", ".join(f"{k} {r[k + '_s']:.3f} s (x{r['ratio_' + k]:.2f} static)"
+                                                          for k in executions)
+                  + (f"; masked/sliced {r['masked_over_sliced']:.3f}" if "masked_over_sliced" in r else "")
+                  + f"; spread {r['spread']}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     if "official224" in parts:
         if not args.official:
             raise SystemExit("--part official224 needs --official PATH (a checkout of liuzechun/MetaPruning)")

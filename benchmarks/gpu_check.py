@@ -16,6 +16,19 @@ Figures, written to one JSON file (``--out``):
 - ``latency`` (issue 17): latency tables of MobileNetV2-1.4 and MobileNetV3-Small at 224 built on this
   device (batch 1 and 32, the default grid and timing), then predicted vs measured end to end over 20
   random vectors each (MAPE, bias, the sum of entries alone);
+- ``masked_check`` (issue 29): masked execution against sliced on this device, one random vector of
+  the meta-step space: largest logit and generator-gradient differences (TF32 off, so that only the
+  reduction order differs);
+- ``masked_step`` (issue 29): the masked PruningNet step (every layer at max width, channel masks,
+  constant shapes) eager, recorded as CUDA graphs (``train.capture: graphs``) and compiled
+  (``compile``), against the sliced step and the static max network's step, MobileNetV2-1.4 at 224,
+  batch 64 and 256 (target: masked/static <= 1.10 at batch 64); capture on CUDA only;
+- ``masked_eval`` (issue 29): per-candidate evaluation of the same protocol as ``candidate_eval`` in
+  masked mode (median, min, max, spread; target spread <= 20%), the sliced one beside it, and the
+  largest difference of the two modes' top-1 on the same candidates;
+- ``latency_graphs`` (issue 29): latency tables at batch 1 and 32 built and checked with CUDA graph
+  replays (``TimingConfig.cuda_graphs``, the default on CUDA) and eagerly: MAPE and round spread per
+  batch size for each (target MAPE <= 10%, goal 5%);
 - ``meta_train_cli``: the user's path, ``python -m metaprune train-pruningnet`` on the smoke config
   with generated data and ``train.device`` set to this device, once per ``train.amp`` (auto, fp16):
   exit status, steps, wall seconds and the last log lines.
@@ -28,6 +41,7 @@ steps) so CI runs it in seconds and the script cannot rot. Run on a GPU machine 
 
     bash scripts/gpu_check.sh --out gpu_check.json        # about 11 minutes on one H200
     bash scripts/gpu_check.sh --only meta_step,profile --out gpu_check.json   # a minute or two
+    bash scripts/gpu_check.sh --only masked_check,masked_step,masked_eval,latency_graphs --out gpu_check_29.json
 """
 from __future__ import annotations
 
@@ -50,6 +64,7 @@ sys.path.insert(0, str(REPO))
 from pruningnet import build_model, get_space, make_spec  # noqa: E402
 from pruningnet.bn import recalibrate_bn  # noqa: E402
 from pruningnet.hypernet import PruningNet  # noqa: E402
+from pruningnet.masked import MaskedEvaluator, MaskedPruningNet, capture  # noqa: E402
 
 from metaprune.latency import TimingConfig, build_table  # noqa: E402
 from metaprune.process.precision import Precision  # noqa: E402
@@ -330,6 +345,143 @@ def profile_meta_step(space, batch: int, size: int, dev, steps: int = 3) -> dict
             "top_self_device_ms_per_step": top(dev_attr)}
 
 
+def masked_check(space, batch: int, size: int, dev) -> dict:
+    """Masked against sliced on one random vector: logits and generator gradients (float32, TF32 off)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        torch.manual_seed(0)
+        net = PruningNet(space).to(dev).train()
+        masked = MaskedPruningNet(net)
+        for m in list(net.modules()) + list(masked.modules()):
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        x, _ = _batch(batch, size, space.options["num_classes"], dev)
+        ch = _vector(space, random.Random(3))
+        params = list(net.parameters())
+        a = net(x, ch)
+        ga = torch.autograd.grad(a.square().sum(), params, allow_unused=True)
+        b = masked(x, ch)
+        gb = torch.autograd.grad(b.square().sum(), params, allow_unused=True)
+        scale = max(float(g.abs().max()) for g in ga if g is not None)
+        grad_diff = max(float((p - q).abs().max()) for p, q in zip(ga, gb) if p is not None)
+        return {"batch": batch, "input": size, "logits_max_abs_diff": float((a - b).abs().max()),
+                "logits_max_abs": float(a.abs().max()), "grad_max_abs_diff": grad_diff, "grad_max_abs": scale,
+                "grad_rel_diff": grad_diff / scale}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def masked_step(space, batch: int, size: int, dev, warmup: int, steps: int) -> dict:
+    """Step times (median ms) of the masked PruningNet, eager and captured, against the sliced step
+    and the static max network's (channels-last input, new random vector every step, fp32)."""
+    torch.manual_seed(0)
+    net = PruningNet(space).to(dev).train()
+    masked = MaskedPruningNet(net)
+    opt = _sgd(net.parameters())
+    x, y = _batch(batch, size, space.options["num_classes"], dev)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    rng = random.Random(0)
+
+    def step(fwd) -> None:
+        loss = F.cross_entropy(fwd(_vector(space, rng)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    out = {"batch": batch, "input": size}
+    times = {"sliced_ms": _times_ms(lambda: step(lambda ch: net(xcl, ch)), dev, warmup, steps),
+             "masked_ms": _times_ms(lambda: step(lambda ch: masked(xcl, ch)), dev, warmup, steps)}
+    for how in ("graphs", "compile"):
+        if dev.type != "cuda":
+            out[f"masked_{how}"] = "skipped: capture needs CUDA"
+            continue
+        try:
+            t0 = time.perf_counter()
+            fn = capture(masked, xcl, masked.pack(_vector(space, rng), dev), how)
+            step(lambda ch: fn(xcl, masked.pack(ch, dev)))  # the first call compiles (compile mode)
+            _sync(dev)
+            out[f"masked_{how}_capture_s"] = round(time.perf_counter() - t0, 2)
+            times[f"masked_{how}_ms"] = _times_ms(lambda: step(lambda ch: fn(xcl, masked.pack(ch, dev))), dev,
+                                                  warmup, steps)
+        except Exception as e:  # noqa: BLE001 - one capture mode failing must not lose the others
+            out[f"masked_{how}"] = f"error: {type(e).__name__}: {e}"
+    del net, masked, opt
+    static = build_model(make_spec(space, space.max_channels())).to(dev).train().to(memory_format=torch.channels_last)
+    sopt = _sgd(static.parameters())
+
+    def plain() -> None:
+        loss = F.cross_entropy(static(xcl), y)
+        sopt.zero_grad(set_to_none=True)
+        loss.backward()
+        sopt.step()
+
+    times["static_cl_ms"] = _times_ms(plain, dev, warmup, steps)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    s = med["static_cl_ms"]
+    out.update({k: round(v, 2) for k, v in med.items()})
+    out.update({f"ratio_{k[:-3]}": round(v / s, 3) for k, v in med.items() if k != "static_cl_ms"})
+    return out
+
+
+def masked_eval(space, size: int, dev, candidates: int, bn_batches: int = 5, bn_batch: int = 16,
+                val_images: int = 64) -> dict:
+    """``candidate_eval``'s protocol per candidate in masked mode (generate, re-estimate BN, score),
+    the sliced one on the same candidates, and how far the two modes' top-1 differ."""
+    torch.manual_seed(0)
+    net = PruningNet(space).to(dev).eval()
+    classes = space.options["num_classes"]
+    bn = [_batch(bn_batch, size, classes, dev, seed=i)[0] for i in range(bn_batches)]
+    xv, yv = _batch(val_images, size, classes, dev, seed=99)
+    ev = MaskedEvaluator(net)
+    rng = random.Random(1)
+    vectors = [_vector(space, rng) for _ in range(candidates + 1)]  # the first one warms up
+
+    def masked_one(ch) -> float:
+        ev.prepare(ch)
+        ev.calibrate(bn)
+        return float((ev(xv).argmax(1) == yv).float().mean())
+
+    def sliced_one(ch) -> float:
+        model = recalibrate_bn(net.generate(ch), bn)
+        with torch.no_grad():
+            return float((model.eval()(xv).argmax(1) == yv).float().mean())
+
+    out = {"candidates": candidates, "input": size}
+    diffs = []
+    for name, fn in (("masked", masked_one), ("sliced", sliced_one)):
+        times, scores = [], []
+        fn(vectors[0])
+        for ch in vectors[1:]:
+            _sync(dev)
+            t0 = time.perf_counter()
+            scores.append(fn(ch))
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        out[name] = {"median_s": round(med, 4), "min_s": round(min(times), 4), "max_s": round(max(times), 4),
+                     "spread": round((max(times) - min(times)) / med, 3)}
+        diffs.append(scores)
+    out["top1_max_abs_diff"] = max(abs(a - b) for a, b in zip(*diffs))
+    return out
+
+
+def latency_graphs(space, dev, batches, vectors: int, grid_step: int, timing: TimingConfig, rounds: int,
+                   tmp: Path) -> list:
+    """``latency_mape`` per batch size, timed as CUDA graph replays and eagerly (CUDA), or once (CPU)."""
+    from dataclasses import replace
+
+    modes = (("graphs", True), ("eager", False)) if dev.type == "cuda" else (("cpu", False),)
+    rows = []
+    for b in batches:
+        for name, graphs in modes:
+            sub = tmp / f"{name}_b{b}"
+            sub.mkdir(exist_ok=True)
+            rows.append({"timing": name, **latency_mape(space, dev, b, vectors, grid_step,
+                                                        replace(timing, cuda_graphs=graphs), rounds, sub)})
+    return rows
+
+
 def _section(report: dict, name: str, out: Path, fn) -> None:
     if report["only"] and name not in report["only"]:
         return
@@ -386,6 +538,15 @@ def main(argv=None) -> dict:
         _section(report, "latency", out, lambda: [{"space": name, **latency_mape(sp, dev, b, lat_vectors, lat_step,
                                                                                   lat_timing, 3, tmp)}
                                                   for name, sp in lat_spaces for b in lat_batches])
+        _section(report, "masked_check", out, lambda: masked_check(mbv2, batches[0], size, dev))
+        # quick: one batch, and a space of two choices per unit for the table (correctness, not figures)
+        _section(report, "masked_step", out, lambda: [masked_step(mbv2, b, size, dev, warmup, steps)
+                                                      for b in (batches[:1] if args.quick else batches)])
+        _section(report, "masked_eval", out, lambda: masked_eval(mbv2, size, dev, cands))
+        lat_space = (get_space("mobilenet_v2", input_size=size, small_input=True, num_classes=10, width_mult=0.35,
+                               ratios=[0.5, 1.0]) if args.quick else mbv2)
+        _section(report, "latency_graphs", out, lambda: latency_graphs(lat_space, dev, lat_batches, lat_vectors,
+                                                                       lat_step, lat_timing, 3, tmp))
         _section(report, "meta_train_cli", out, lambda: [meta_train_cli(dev, amp, train_steps, tmp)
                                                          for amp in amps])
         if report["only"]:  # on request only: the profiler's own overhead is not a figure

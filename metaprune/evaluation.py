@@ -5,13 +5,15 @@ on training batches, and top-1/top-5 are measured on the search split, never on 
 """
 from __future__ import annotations
 
-from typing import Mapping
+import weakref
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
 from pruningnet.bn import fold_bn, recalibrate_bn
 from pruningnet.hypernet import PruningNet
+from pruningnet.masked import MaskedEvaluator, resolve_execution
 
 from .data import DataSplits
 
@@ -68,11 +70,13 @@ def count_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, split, max_images: int | None = None, batch_size: int = 256,
+def accuracy(model: nn.Module | Callable, split, max_images: int | None = None, batch_size: int = 256,
              device=None) -> dict[str, float]:
-    """Top-1 and top-5 (fractions) of ``model`` on ``split`` (the first ``max_images`` images)."""
+    """Top-1 and top-5 (fractions) of ``model`` (a module, or a callable with ``device`` given) on
+    ``split`` (the first ``max_images`` images)."""
     device = device or _device(model)
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     n = top1 = top5 = 0
     for x, y in split.batches(batch_size, device=device):
         if max_images is not None and n + len(y) > max_images:
@@ -84,15 +88,39 @@ def accuracy(model: nn.Module, split, max_images: int | None = None, batch_size:
     return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "images": n}
 
 
+_MASKED: "weakref.WeakKeyDictionary[PruningNet, MaskedEvaluator]" = weakref.WeakKeyDictionary()
+
+
+def masked_evaluator(net: PruningNet) -> MaskedEvaluator:
+    """The net's :class:`~pruningnet.masked.MaskedEvaluator`, built once and reused by every candidate."""
+    ev = _MASKED.get(net)
+    if ev is None:
+        ev = _MASKED[net] = MaskedEvaluator(net)
+    return ev
+
+
 def evaluate(net: PruningNet, channels: Mapping[str, int], data: DataSplits, bn_batches: int = 10,
              max_images: int | None = None, batch_size: int = 128, seed: int = 0,
-             batches: list[torch.Tensor] | None = None, channels_last: bool | None = None) -> dict[str, float]:
+             batches: list[torch.Tensor] | None = None, channels_last: bool | None = None,
+             execution: str = "sliced") -> dict[str, float]:
     """Proxy accuracy of one vector: ``{"top1", "top5"}`` on the search split after BN re-estimation.
 
     Pass ``batches`` (from :func:`bn_batches`) to reuse the BN batches across candidates;
     ``channels_last``: see :func:`generate`. Each BN is folded into its conv before scoring
     (:func:`pruningnet.bn.fold_bn`: the same scores up to float rounding, faster).
+
+    ``execution`` (:func:`pruningnet.masked.resolve_execution`; ``auto``: masked on CUDA): ``masked``
+    re-estimates BN and scores on the PruningNet at max width with the vector's channel masks
+    (:class:`pruningnet.masked.MaskedEvaluator`: the same shapes for every candidate, no network built),
+    the same proxy up to float rounding.
     """
+    device = _device(net)
+    if resolve_execution(execution, device, net.space) == "masked":
+        ev = masked_evaluator(net)
+        ev.prepare(channels)
+        ev.calibrate(batches if batches is not None else _draw_bn_batches(data, bn_batches, batch_size, seed, device))
+        res = accuracy(ev, data.search, max_images, batch_size, device=device)
+        return {"top1": res["top1"], "top5": res["top5"]}
     model = fold_bn(generate(net, channels, data, bn_batches, batch_size, seed, batches, channels_last))
     res = accuracy(model, data.search, max_images, batch_size)
     return {"top1": res["top1"], "top5": res["top5"]}

@@ -6,6 +6,8 @@
 # 404 s, CLI meta-training 138 s, scratch 89 s, the rest 34 s); pick sections with --only:
 #   bash scripts/gpu_check.sh --out gpu_check.json
 #   bash scripts/gpu_check.sh --only meta_step,candidate_eval,profile --out gpu_check.json
+# Issue 29 (masked execution, CUDA graphs; not yet run on a GPU, time unknown):
+#   bash scripts/gpu_check.sh --only masked_check,masked_step,masked_eval,latency_graphs --out gpu_check_29.json
 # CI runs `bash scripts/gpu_check.sh --device cpu --quick --out FILE` so it cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."

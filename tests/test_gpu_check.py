@@ -29,5 +29,16 @@ def test_gpu_check_quick_on_cpu_writes_every_figure_without_ray_or_deap(tmp_path
     (train,) = doc["meta_train_cli"]  # the CLI's own meta-training on the chosen device
     assert train["returncode"] == 0 and train["state"] == "done" and train["step"] == 2
     assert train["device"] == "cpu" and train["pruningnet_written"]
+    chk = doc["masked_check"]  # masked execution computes the sliced logits on this device (issue 29)
+    assert chk["logits_max_abs_diff"] <= 1e-4 * chk["logits_max_abs"] and chk["grad_max_abs"] > 0
+    (ms,) = doc["masked_step"]  # quick: one batch; capture is CUDA-only and says so
+    assert ms["batch"] == 4 and ms["masked_ms"] > 0 and ms["sliced_ms"] > 0 and ms["ratio_masked"] > 0
+    assert ms["masked_graphs"] == ms["masked_compile"] == "skipped: capture needs CUDA"
+    me = doc["masked_eval"]
+    assert me["candidates"] == 2 and 0 < me["masked"]["min_s"] <= me["masked"]["median_s"] <= me["masked"]["max_s"]
+    assert me["sliced"]["median_s"] > 0 and me["top1_max_abs_diff"] <= 1 / 64  # at most one image of 64 flips
+    (lg,) = doc["latency_graphs"]  # on the CPU one timing (graphs are CUDA's), per batch size
+    assert lg["timing"] == "cpu" and lg["batch"] == 1 and lg["mape_pct"] >= 0 and lg["round_spread_pct"] >= 0
     assert set(doc["section_s"]) == {"meta_step", "resnet50_memory", "candidate_eval", "scratch", "latency",
+                                     "masked_check", "masked_step", "masked_eval", "latency_graphs",
                                      "meta_train_cli"}

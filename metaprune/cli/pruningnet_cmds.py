@@ -65,7 +65,7 @@ def train_pruningnet(config_path, run_dir, sets, resume_dir, download, quiet, wo
                             "to continue it or choose another --run-dir")
         data = cfg.data.load(cfg.seed)
         space = resolve_space(cfg, data)
-        check_trainable(cfg, data)  # everything that can be refused is refused before a file is written
+        check_trainable(cfg, data, space)  # everything that can be refused is refused before a file is written
         _check_workers(cfg, workers)
         lock_run(path, "train-pruningnet", create=True)
         if (path / "config.yaml").exists():  # another train-pruningnet created it meanwhile

@@ -4,7 +4,7 @@ File format (JSON, written atomically)::
 
     {"format": "metaprune.latency/1",
      "key": {"device", "device_name", "threads", "batch_size", "torch"},
-     "timing": {"warmup", "repeats", "min_sample_ms", "clock"}, "grid_step": 3,
+     "timing": {"warmup", "repeats", "min_sample_ms", "clock", "cuda_graphs"}, "grid_step": 3,
      "entries": {SHAPE_KEY: ms},
      "overheads": {SPACE_KEY: {"space", "options", "ms", "parts_ms", "whole_ms"}}}
 
@@ -41,7 +41,8 @@ from ..store.fileio import read_json, write_json
 from ..store.schemas import LATENCY_TABLE
 from .machine import MachineKey, check_device, current_key
 from .shapes import Shape, Term, grid_shapes, resolve, space_terms, term_axes, term_points
-from .timing import CLOCKS, MODEL_TIMING, check_clock, TimingConfig, measure_model_ms, time_call_ms, torch_threads
+from .timing import (CLOCKS, MODEL_TIMING, check_clock, TimingConfig, measure_model_ms, time_call_ms, torch_threads,
+                     uses_graphs)
 
 FORMAT_NAME = "metaprune.latency"
 FORMAT_VERSION = 1
@@ -127,7 +128,7 @@ class LatencyTable:
     def model_timing(self) -> TimingConfig:
         """How end-to-end models are timed for this table (more samples, the table's clock)."""
         return TimingConfig(MODEL_TIMING.warmup, MODEL_TIMING.repeats, MODEL_TIMING.min_sample_ms,
-                            self.timing.clock)
+                            self.timing.clock, self.timing.cuda_graphs)
 
     def measure(self, shapes: list[Shape], progress: Callable[[int, int], None] | None = None,
                 save_every_s: float = 30.0) -> int:
@@ -283,7 +284,8 @@ class LatencyTable:
             try:
                 other = _read(target)
                 if (other.key == self.key and other.grid_step == self.grid_step
-                        and other.timing.clock == self.timing.clock):
+                        and other.timing.clock == self.timing.clock
+                        and uses_graphs(other.timing, other.key.device) == uses_graphs(self.timing, self.key.device)):
                     self.entries = {**other.entries, **self.entries}
                     self.overheads = {**other.overheads, **self.overheads}
             except UserError:
@@ -304,8 +306,10 @@ def _read(path: Path, follow: bool = True) -> LatencyTable:
         raise UserError(f"latency table {str(path)!r} has format={fmt!r}; this metaprune reads "
                         f"{FORMAT!r}; rebuild it with 'metaprune latency build'")
     LATENCY_TABLE.check(doc, path)
-    timing = TimingConfig(**{k: v for k, v in doc.get("timing", {}).items()
-                             if k in ("warmup", "repeats", "min_sample_ms", "clock")})
+    # a table written before issue 29 has no cuda_graphs: its CUDA entries were timed eagerly
+    timing = TimingConfig(**{"cuda_graphs": False, **{k: v for k, v in doc.get("timing", {}).items()
+                                                      if k in ("warmup", "repeats", "min_sample_ms", "clock",
+                                                               "cuda_graphs")}})
     entries = {k: float(v) for k, v in doc["entries"].items()}
     key = MachineKey(**{k: doc["key"][k] for k in ("device", "device_name", "threads", "batch_size", "torch")})
     return LatencyTable(key, timing, doc.get("grid_step", DEFAULT_GRID_STEP), entries,
@@ -348,7 +352,8 @@ def build_table(space: Space, device: str = "cpu", batch_size: int = 1, threads:
     table = LatencyTable(key, timing, grid_step, path=path)
     if path is not None and Path(path).is_file():
         old = _read(Path(path))
-        if old.key == key and old.grid_step == grid_step and old.timing.clock == timing.clock:
+        if (old.key == key and old.grid_step == grid_step and old.timing.clock == timing.clock
+                and uses_graphs(old.timing, key.device) == uses_graphs(timing, key.device)):
             table = old
             table.timing = timing
     t0 = time.perf_counter()

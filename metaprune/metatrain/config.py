@@ -53,6 +53,14 @@ class TrainConfig:
     # as matrix products: a batch-8 step at 224 0.352-0.363 s instead of 0.421-0.448 s; alone, within
     # 1% or faster on the smoke configs (BENCHMARKS.md, issue 17)
     channels_last: Literal["auto", "on", "off"] = "auto"
+    # how the PruningNet runs a vector (issue 29): sliced (weights cropped, new shapes every step) or
+    # masked (every layer at max width with channel masks, the same shapes every step); auto: masked on
+    # CUDA, sliced on the CPU, where masked costs more (BENCHMARKS.md, issue 29) and for ShuffleNetV2
+    execution: Literal["auto", "sliced", "masked"] = "auto"
+    # masked steps on CUDA recorded once and replayed: graphs (torch.cuda.make_graphed_callables, forward
+    # and backward), compile (torch.compile reduce-overhead) or off; auto: graphs on CUDA with masked
+    # execution and one worker, else off
+    capture: Literal["auto", "off", "graphs", "compile"] = "auto"
     threads: int | None = None  # torch threads; null: torch's default, capped by METAPRUNE_MAX_THREADS
     checkpoint_every_steps: int = 50  # write RUN/checkpoints/last.pt (atomically) this often
     log_every_steps: int = 10  # one RUN/metrics.jsonl line this often

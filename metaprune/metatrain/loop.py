@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from pruningnet.errors import UserError
 from pruningnet.hypernet import PruningNet
+from pruningnet.masked import MaskedPruningNet, capture, resolve_execution
 from pruningnet.spaces import Space
 
 from .divergence import DivergenceGuard
@@ -137,9 +138,26 @@ def _report_spike(metrics_f, bar, step: int, loss: float, lr: float, spike: dict
               file=sys.stderr)
 
 
-def check_trainable(cfg, data) -> None:
-    """Refuse a config that cannot train on ``data`` (device, batch size) before a run is written."""
-    resolve_device(cfg.train.device)
+def resolve_capture(setting: str, device: torch.device, execution: str, world: int) -> str:
+    """``off``, ``graphs`` or ``compile`` for ``train.capture``; refuses capture where it cannot run."""
+    if setting == "auto":
+        return "graphs" if device.type == "cuda" and execution == "masked" and world == 1 else "off"
+    if setting != "off" and (device.type != "cuda" or execution != "masked" or world > 1):
+        raise UserError(f"train.capture={setting!r} needs train.execution masked on one CUDA device (here: "
+                        f"{execution} on {device.type}, {world} worker(s)); accepted here: off or auto")
+    return setting
+
+
+def check_trainable(cfg, data, space: Space | None = None) -> None:
+    """Refuse a config that cannot train on ``data`` (device, batch size, execution) before a run is
+    written."""
+    device = resolve_device(cfg.train.device)
+    if space is not None:
+        try:
+            execution = resolve_execution(cfg.train.execution, device, space)
+        except ValueError as e:
+            raise UserError(f"train.{e}") from None
+        resolve_capture(cfg.train.capture, device, execution, 1)
     if len(data.train) // cfg.train.batch_size < 1:
         raise UserError(f"train.batch_size={cfg.train.batch_size} is larger than the training split "
                         f"({len(data.train)} images); accepted: at most {len(data.train)}")
@@ -165,14 +183,17 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
 
     torch.manual_seed(cfg.seed)
     net = PruningNet(run.space, hidden=cfg.model.hidden, generator_input=cfg.model.generator_input).to(device)
-    model = net
+    opt = _optimizer(net, tc)
+    steps_per_epoch = len(data.train) // tc.batch_size
+    check_trainable(cfg, data, run.space)  # also checked before a new run is written
+    execution = resolve_execution(tc.execution, device, run.space)
+    how = resolve_capture(tc.capture, device, execution, world)
+    model = MaskedPruningNet(net) if execution == "masked" else net  # shares net's parameters
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = _optimizer(net, tc)
-    steps_per_epoch = len(data.train) // tc.batch_size
-    check_trainable(cfg, data)  # also checked before a new run is written
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_fn = _StepForward(model, how, amp_dtype) if execution == "masked" else None
     total = tc.epochs * steps_per_epoch
     if tc.max_steps:
         total = min(total, tc.max_steps)
@@ -238,7 +259,7 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
                 loss_sum, correct = 0.0, 0
                 for ch in vectors:
                     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        logits = model(x, ch)
+                        logits = step_fn(x, ch) if step_fn is not None else model(x, ch)
                         loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
                     if not _finite_everywhere(loss, world):
                         raise TrainingDiverged(
@@ -296,6 +317,33 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
         with contextlib.suppress(OSError):
             metrics_f.close()
     return status
+
+
+class _StepForward:
+    """The masked forward of a step: ``(x, channels) -> logits``, captured on first use when ``how`` is
+    ``graphs`` or ``compile`` (:func:`pruningnet.masked.capture`). A capture that fails falls back to
+    the eager masked forward with one warning line (same values, no replay)."""
+
+    def __init__(self, model, how: str, amp_dtype):
+        self.model, self.how, self.amp_dtype, self.fn = model, how, amp_dtype, None
+        self.masked = model.module if hasattr(model, "module") else model
+
+    def __call__(self, x: torch.Tensor, channels) -> torch.Tensor:
+        packed = self.masked.pack(channels, x.device)
+        if self.how == "off":
+            return self.model.forward_packed(x, packed) if self.model is self.masked else self.model(x, channels)
+        if self.fn is None:
+            try:
+                # graphs record under autocast without its weight cache (make_graphed_callables requires it)
+                with torch.autocast(x.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None, cache_enabled=False):
+                    self.fn = capture(self.masked, x, packed, self.how)
+            except Exception as e:  # noqa: BLE001 - an unsupported op must not stop meta-training
+                print(f"metaprune: warning: train.capture={self.how} failed ({type(e).__name__}: {e}); "
+                      "running the masked step without capture", file=sys.stderr)
+                self.how, self.fn = "off", None
+                return self(x, channels)
+        return self.fn(x, packed)
 
 
 class WriteFailed(UserError):

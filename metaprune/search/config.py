@@ -18,12 +18,16 @@ class SearchEvalConfig:
     """How each candidate is scored: BN re-estimated on ``bn_batches`` training batches, top-1 on at
     most ``max_images`` search-split images (None: the run's meta-training eval setting), with
     ``threads`` torch threads per evaluator (None: torch's default; 1 avoids thread contention on
-    small, busy CPUs and is what each Ray actor uses)."""
+    small, busy CPUs and is what each Ray actor uses). ``execution``: BN re-estimation and scoring on
+    the network built for the vector (sliced) or on the PruningNet at max width with channel masks
+    (masked: the same shapes for every candidate, the same proxy up to float rounding); auto: masked on
+    CUDA, sliced on the CPU (issue 29)."""
 
     bn_batches: int | None = None  # BN re-estimation batches per candidate; null: the run's eval.bn_batches
     max_images: int | None = None  # search-split images scored per candidate; null: the run's eval.max_images
     batch_size: int | None = None  # null: the run's eval.batch_size
     threads: int | None = None  # torch threads per evaluator; null: torch's default (each Ray actor uses 1)
+    execution: Literal["auto", "sliced", "masked"] = "auto"  # sliced, masked, or auto: masked on CUDA, sliced on the CPU
 
     def validate(self, prefix: str = "") -> None:
         for key in ("bn_batches", "max_images", "batch_size", "threads"):

@@ -24,6 +24,7 @@ class ProxySettings:
     max_images: int | None
     seed: int
     threads: int | None = None
+    execution: str | None = None  # None (states written before issue 29): auto
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,7 +37,7 @@ def proxy_settings(run, cfg: SearchConfig, seed: int) -> ProxySettings:
         bn_batches=cfg.eval.bn_batches or run_eval.bn_batches,
         batch_size=cfg.eval.batch_size or run_eval.batch_size,
         max_images=cfg.eval.max_images if cfg.eval.max_images is not None else run_eval.max_images,
-        seed=seed, threads=cfg.eval.threads)
+        seed=seed, threads=cfg.eval.threads, execution=cfg.eval.execution)
 
 
 def resolve_device(device: str) -> str:
@@ -69,15 +70,22 @@ class ProxyScorer:
         self.settings = settings
         self.net = run.load_pruningnet(device=resolve_device(device))
         self.data = run.load_data()
-        self.batches = bn_batches(self.data, settings.bn_batches, settings.batch_size, settings.seed,
-                                  next(self.net.parameters()).device)
+        device = next(self.net.parameters()).device
+        self.batches = bn_batches(self.data, settings.bn_batches, settings.batch_size, settings.seed, device)
+        from pruningnet.masked import resolve_execution
+
+        try:
+            self.execution = resolve_execution(settings.execution or "auto", device, self.space)
+        except ValueError as e:
+            raise UserError(f"search eval.{e}") from None
 
     def __call__(self, channels: tuple[int, ...]) -> float:
         from ..evaluation import evaluate
 
         ch = dict(zip(self.space.unit_names, (int(c) for c in channels)))
         res = evaluate(self.net, ch, self.data, max_images=self.settings.max_images,
-                       batch_size=self.settings.batch_size, seed=self.settings.seed, batches=self.batches)
+                       batch_size=self.settings.batch_size, seed=self.settings.seed, batches=self.batches,
+                       execution=self.execution)
         return float(res["top1"])
 
     def model(self, channels: dict[str, int]):

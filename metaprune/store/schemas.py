@@ -342,7 +342,8 @@ _EVOLUTION = Custom(Obj({
                   "the RNG states metaprune saved")}),
     _genes_problem, "a population and elite drawn from the candidates")
 PROXY = Obj({"bn_batches": Int(1, 1_000_000), "batch_size": Int(1, 1 << 20), "max_images": Opt(Int(1, 10**9)),
-             "seed": Int(*SEED_RANGE)}, {"threads": Opt(Int(*THREADS_RANGE))})
+             "seed": Int(*SEED_RANGE)}, {"threads": Opt(Int(*THREADS_RANGE)),
+                                          "execution": Opt(Str(("auto", "sliced", "masked")))})
 SEARCH_STATE = Kind("search state", Obj({
     "search": Obj({"strategy": Str(("constrained", "pareto")), "budgets": BUDGETS, "seed": Int(*SEED_RANGE),
                    "config": Map(), "proxy": PROXY}, {"pruningnet": Opt(Str(max_len=64))}),
@@ -356,7 +357,7 @@ LATENCY_TABLE = Kind("latency table", Obj(
                  "batch_size": Int(1, 1 << 16), "torch": Str(max_len=64)}),
      "entries": Map(Num(0, 1e7))},
     {"timing": Obj({}, {"warmup": Int(0, 1000), "repeats": Int(1, 1000), "min_sample_ms": Num(0, 1e4, lo_open=True),
-                        "clock": Str(("wall", "cpu"))}),
+                        "clock": Str(("wall", "cpu")), "cuda_graphs": Bool()}),
      "grid_step": Int(1, 64), "info": Map(),
      "overheads": Map(Obj({"ms": Num(-1e7, 1e7)}, {"networks": Int(1, 100), "parts_ms": List(_MS, max_len=10_000),
                                                    "whole_ms": List(_MS, max_len=10_000), "space": Str(max_len=64),
