@@ -34,7 +34,7 @@ from torch import nn
 
 from .build import Builder, activation, build_model, nhwc, weight_name
 from .pointwise import default_max_elements
-from .spaces.ir import Ref, Scaled, Space, ref_unit, resolve
+from .spaces.ir import Ref, Space, ref_terms, ref_units, resolve
 from .spaces.lowering import Layer
 from .spec import make_spec
 
@@ -158,8 +158,7 @@ def generator_refs(layers: list[Layer], mode: str) -> list[tuple[Ref, ...]]:
     for key, layer in zip(keys, layers):
         refs = blocks.setdefault(key, {})
         for r in (layer.in_ch, layer.out_ch):
-            unit = ref_unit(r)
-            if unit is not None:
+            for unit in ref_units(r):
                 refs.setdefault(unit, unit)
     return [tuple(blocks[key].values()) or (layer.in_ch,) for key, layer in zip(keys, layers)]
 
@@ -233,7 +232,8 @@ def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
 
 
 def _is_pointwise(layer: Layer) -> bool:
-    return layer.kernel == 1 and layer.stride == 1 and layer.padding == 0 and not layer.depthwise
+    return layer.kernel == 1 and layer.stride == 1 and layer.padding == 0 and not layer.depthwise \
+        and layer.groups == 1
 
 
 def _as_matmul(x: torch.Tensor) -> bool:
@@ -254,7 +254,7 @@ class _GenConvBN(nn.Module):
         if self.pointwise and _as_matmul(x):
             x = _pointwise(x, w)
         else:
-            groups = w.shape[0] if self.layer.depthwise else 1
+            groups = w.shape[0] if self.layer.depthwise else self.layer.groups
             x = F.conv2d(x, w, None, self.layer.stride, self.layer.padding, 1, groups)
         return self.act(F.batch_norm(x, None, None, training=True))
 
@@ -273,10 +273,20 @@ class _GenBiased(nn.Module):
             return F.linear(x, w, b)
         if self.pointwise and _as_matmul(x):
             return _pointwise(x, w, b)
-        return F.conv2d(x, w, b, self.layer.stride, self.layer.padding)
+        return F.conv2d(x, w, b, self.layer.stride, self.layer.padding, 1, self.layer.groups)
+
+
+class _BatchStatBN(nn.Module):
+    """A BatchNorm of its own (a traced network's ``bn`` layer): batch statistics, no affine, as
+    every PruningNet BN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, training=True)
 
 
 def _generated(layer: Layer, source: _Source) -> nn.Module:
+    if layer.kind == "bn":
+        return _BatchStatBN()
     return _GenConvBN(layer, source) if layer.bn else _GenBiased(layer, source)
 
 
@@ -308,7 +318,7 @@ class PruningNet(nn.Module):
             else:
                 fan = layer.kernel * layer.kernel * (1 if layer.depthwise else mx_out)
                 std = math.sqrt(2.0 / fan)  # torchvision's kaiming fan_out init of the emitted weight
-            in_per_group = 1 if layer.depthwise else mx_in
+            in_per_group = 1 if layer.depthwise else mx_in // layer.groups
             self.generators[_key(layer.path)] = WeightGenerator(mx_out, in_per_group, layer.kernel, hidden, std,
                                                                 len(refs))
             if layer.bias and layer is not last:
@@ -318,9 +328,8 @@ class PruningNet(nn.Module):
         self.body = Builder(space.layers, lambda layer: _generated(layer, self._source)).model(space.nodes)
 
     def _max(self, ref: Ref) -> int:
-        if isinstance(ref, Scaled):
-            return ref.factor * self.space.unit(ref.unit).max
-        return ref if isinstance(ref, int) else self.space.unit(ref).max
+        terms, const = ref_terms(ref)
+        return const + sum(f * self.space.unit(u).max for u, f in terms)
 
     # --- weights -----------------------------------------------------------------------------
     def ratio_table(self, channels: Mapping[str, int]) -> dict:
@@ -349,7 +358,7 @@ class PruningNet(nn.Module):
         if layer.kind == "linear":
             w = gen(r, cout, cin).flatten(1)
             return (w - w.mean(dim=1, keepdim=True) if self.center_classifier else w), bias
-        return gen(r, cout, 1 if layer.depthwise else cin), bias
+        return gen(r, cout, 1 if layer.depthwise else cin // layer.groups), bias
 
     def generate_weights(self, channels: Mapping[str, int]) -> dict[str, torch.Tensor]:
         """State-dict entries (conv and linear weights, biases) of :func:`build_model`'s network."""

@@ -10,7 +10,8 @@ generators, the latency terms, the spatial check and the criterion-pruning group
 Kinds: ``conv``, ``dwconv`` and ``linear`` carry weights (``weighted``); ``block`` (the residual add
 and block activation), ``maxpool``, ``se`` (a whole squeeze-excitation), ``shuffle`` (split, concat
 and channel shuffle) and ``head`` (global pool, flatten, linears, dropout) are what the latency table
-times besides the convs (``timed``). Adding a node type means one rule here (``_RULES``) and one in
+times besides the convs (``timed``); ``bn`` is a BatchNorm that follows no conv of its own (a
+traced network's pre-activation BN), counted but not timed. Adding a node type means one rule here (``_RULES``) and one in
 the builder (:mod:`pruningnet.build`).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .ir import (Block, Classifier, Conv, MaxPool, Node, Ref, Scaled, ShuffleBlock, SqueezeExcite,
+from .ir import (Block, Classifier, Conv, MaxPool, Node, Ref, Scaled, ShuffleBlock, SqueezeExcite, Traced,
                  conv_out_size)
 
 WEIGHTED = ("conv", "dwconv", "linear")
@@ -46,6 +47,7 @@ class Layer:
     out_class: int = -1  # channel-index class of the output (weighted layers)
     classes: int = 0  # head with a hidden layer: the final linear's outputs
     gate: str | None = None  # se: the gate's activation
+    groups: int = 1  # conv: groups of a grouped (not depthwise) conv; ``in`` and ``out`` are multiples of it
 
     @property
     def weighted(self) -> bool:
@@ -162,8 +164,19 @@ def _classifier(w: _Walk, c: Classifier, path: str) -> None:
                           c.num_classes, bias=True, timed=False, out_class=w.new_class()))
 
 
+def _traced(w: _Walk, t: Traced, path: str) -> None:
+    """A traced network's layers, lowered once when it was traced (:mod:`pruningnet.spaces.traced`);
+    its channel-index classes become classes of this walk."""
+    classes: dict[int, int] = {}
+    for x in t.layers:
+        if x.weighted:
+            x = replace(x, out_class=classes.setdefault(x.out_class, w.new_class()))
+        w.layers.append(x)
+
+
 _RULES: dict[type, Callable] = {Conv: lambda w, n, p: _conv(w, n, n.name, p), Block: _block,
-                                ShuffleBlock: _shuffle, MaxPool: _maxpool, Classifier: _classifier}
+                                ShuffleBlock: _shuffle, MaxPool: _maxpool, Classifier: _classifier,
+                                Traced: _traced}
 
 
 def feature_paths(nodes: tuple[Node, ...]):
