@@ -25,11 +25,11 @@ class ConvBNAct(nn.Sequential):
     """Conv2d (no bias), BatchNorm2d and an optional activation, named ``conv``, ``bn``, ``act``."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: str | None = "relu", padding: int | None = None):
+                 act: str | None = "relu", padding: int | None = None, eps: float = 1e-5):
         padding = kernel // 2 if padding is None else padding
         layers = OrderedDict(conv=nn.Conv2d(in_chs, out_chs, kernel, stride, padding,
                                             groups=groups, bias=False),
-                             bn=nn.BatchNorm2d(out_chs))
+                             bn=nn.BatchNorm2d(out_chs, eps=eps))
         if act is not None:
             layers["act"] = ACTIVATIONS[act](inplace=True)
         super().__init__(layers)
@@ -116,13 +116,14 @@ def static_layer(layer: Layer, channels: Mapping[str, int]) -> nn.Module:
     ``BatchNorm2d``."""
     cin, cout = resolve(layer.in_ch, channels), resolve(layer.out_ch, channels)
     if layer.kind == "bn":
-        return nn.BatchNorm2d(cin)
+        return nn.BatchNorm2d(cin, eps=layer.bn_eps)
     if layer.kind == "linear":
         return nn.Linear(cin, cout, bias=layer.bias)
     groups = cout if layer.depthwise else layer.groups
     if not layer.bn:
         return nn.Conv2d(cin, cout, layer.kernel, layer.stride, layer.padding, groups=groups, bias=layer.bias)
-    return ConvBNAct(cin, cout, layer.kernel, layer.stride, groups=groups, act=layer.act, padding=layer.padding)
+    return ConvBNAct(cin, cout, layer.kernel, layer.stride, groups=groups, act=layer.act, padding=layer.padding,
+                     eps=layer.bn_eps)
 
 
 class Builder:

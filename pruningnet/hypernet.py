@@ -256,7 +256,7 @@ class _GenConvBN(nn.Module):
         else:
             groups = w.shape[0] if self.layer.depthwise else self.layer.groups
             x = F.conv2d(x, w, None, self.layer.stride, self.layer.padding, 1, groups)
-        return self.act(F.batch_norm(x, None, None, training=True))
+        return self.act(F.batch_norm(x, None, None, training=True, eps=self.layer.bn_eps))
 
 
 class _GenBiased(nn.Module):
@@ -280,13 +280,17 @@ class _BatchStatBN(nn.Module):
     """A BatchNorm of its own (a traced network's ``bn`` layer): batch statistics, no affine, as
     every PruningNet BN."""
 
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, None, None, training=True)
+        return F.batch_norm(x, None, None, training=True, eps=self.eps)
 
 
 def _generated(layer: Layer, source: _Source) -> nn.Module:
     if layer.kind == "bn":
-        return _BatchStatBN()
+        return _BatchStatBN(layer.bn_eps)
     return _GenConvBN(layer, source) if layer.bn else _GenBiased(layer, source)
 
 

@@ -47,6 +47,7 @@ class Layer:
     out_class: int = -1  # channel-index class of the output (weighted layers)
     classes: int = 0  # head with a hidden layer: the final linear's outputs
     gate: str | None = None  # se: the gate's activation
+    bn_eps: float = 1e-5  # the BN's eps (a traced network keeps its own, e.g. 1e-3)
     groups: int = 1  # conv: groups of a grouped (not depthwise) conv; ``in`` and ``out`` are multiples of it
 
     @property

@@ -55,6 +55,8 @@ _BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv,
                      operator.imul, operator.isub, torch.add, torch.sub, torch.mul, torch.div}
 _BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
 _SIZE_METHODS = {"size", "dim"}
+# wrapped functions (fx leaves) known by name: per-sample drop of a whole residual branch
+_KEEP_NAMES = {"stochastic_depth", "drop_path"}
 # parameterless torch.nn modules that keep channels where they are
 _KEEP_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh,
                  nn.ELU, nn.LeakyReLU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Identity, nn.Dropout,
@@ -101,6 +103,7 @@ class _Rec:
     bias: bool = False
     bn: bool = False
     groups: int = 1
+    eps: float = 1e-5
 
 
 @dataclass
@@ -337,12 +340,12 @@ class _Walk:
         standard = m.affine and m.track_running_stats
         if rec is not None and rec.kind in ("conv", "dwconv") and not rec.bn and not rec.bias \
                 and len(src.users) == 1 and standard:
-            rec.bn = True  # conv + BN: one layer, as the hand-written spaces lower them
+            rec.bn, rec.eps = True, m.eps  # conv + BN: one layer, as the hand-written spaces lower them
             self.fused.add(node)
             return x
         if not standard:
             raise _Opaque("BatchNorm2d without affine parameters or running statistics")
-        self.record(node, _Rec(path, "bn", x, x))
+        self.record(node, _Rec(path, "bn", x, x, eps=m.eps))
         return x
 
     def keep(self, node: fx.Node) -> _Chan:
@@ -373,7 +376,8 @@ class _Walk:
             return self.transpose(node)
         if is_method and t == "contiguous":
             return self.arg(node)
-        if (not is_method and t in _KEEP_FUNCTIONS) or (is_method and t in _KEEP_METHODS):
+        if (not is_method and (t in _KEEP_FUNCTIONS or getattr(t, "__name__", "") in _KEEP_NAMES)) \
+                or (is_method and t in _KEEP_METHODS):
             return self.keep(node)
         raise _Opaque(self.op_name(node))
 
@@ -395,14 +399,16 @@ class _Walk:
             self.tie(first, other, node)
         return first
 
-    def tie(self, a: _Chan, b: _Chan, node: fx.Node) -> None:
-        """Elementwise op of two tensors: channel i of one is channel i of the other."""
+    def tie(self, a: _Chan, b: _Chan, node: fx.Node, indices: bool = True) -> None:
+        """Elementwise op of two tensors: channel i of one is channel i of the other (``indices``
+        False: only their counts are equal)."""
         if len(a.segs) != len(b.segs) or any(x.factor != y.factor for x, y in zip(a.segs, b.segs)):
             if a.mixed or b.mixed or not self.realign(a, b):
                 raise _Opaque(f"{self.op_name(node)} of channels concatenated differently")
         for x, y in zip(a.segs, b.segs):
             self.union(x.group, y.group, self.where(node))
-            self.cunion(x.cls, y.cls)
+            if indices:
+                self.cunion(x.cls, y.cls)
 
     def realign(self, a: _Chan, b: _Chan) -> bool:
         return False  # segments split at different offsets: refused (a rare pattern)
@@ -430,7 +436,18 @@ class _Walk:
         if dim % ndim != 1:
             raise _Opaque(f"{self.op_name(node)} along dim {dim} (only the channel dimension 1 is resized)")
         sizes = [m.shape[1] for m in metas]
-        return self.cut(x, sizes, node)
+        is_chunk = node.target in (torch.chunk, "chunk")
+        if not is_chunk:
+            split_size = node.args[1] if len(node.args) > 1 else node.kwargs.get("split_size_or_sections")
+            if split_size is not None and not isinstance(split_size, fx.Node):
+                raise _Opaque(f"{self.op_name(node)}({split_size}) bakes in channel counts")
+        return self.equal(self.cut(x, sizes, node), node)
+
+    def equal(self, pieces: list, node: fx.Node) -> list:
+        """``chunk`` and a shuffle's grouping view cut by count: every piece has piece 0's count."""
+        for p in pieces[1:]:
+            self.tie(pieces[0], p, node, indices=False)
+        return pieces
 
     def cut(self, x: _Chan, sizes: list[int], node: fx.Node) -> list:
         """``x`` cut into pieces of ``sizes`` channels (max counts): at segment boundaries, or, where the
@@ -503,6 +520,7 @@ class _Walk:
         if len(si) == 4 and len(so) == 5 and so[0] == si[0] and so[1] * so[2] == si[1] and so[3:] == si[2:]:
             if baked(2):
                 raise _Opaque(f"{self.op_name(node)}{tuple(args)} bakes in {so[2]} channels per group")
+            self.equal(self.cut(x, [so[2]] * so[1], node), node)  # the view needs g equal groups
             return _Chan(x.segs, x.mixed, ("view", so[1]))
         raise _Opaque(f"{self.op_name(node)} from {list(si)} to {list(so)}")
 
@@ -621,10 +639,11 @@ def _finish(walk: _Walk, gm: fx.GraphModule, name: str, fixed_units: set[str]) -
         size = dict(in_size=rec.in_size, out_size=rec.out_size)
         xin, yout = _ref(walk, rec.x, names), _ref(walk, rec.y, names)
         if rec.kind == "bn":
-            layers.append(Layer(rec.path, rec.path, "bn", xin, xin, timed=False, **size))
+            layers.append(Layer(rec.path, rec.path, "bn", xin, xin, timed=False, bn_eps=rec.eps, **size))
         else:
             layers.append(Layer(rec.path, rec.path, rec.kind, xin, yout, rec.kernel, rec.stride, rec.padding,
-                                act=None, bias=rec.bias, bn=rec.bn, out_class=cls, groups=rec.groups, **size))
+                                act=None, bias=rec.bias, bn=rec.bn, out_class=cls, groups=rec.groups,
+                                bn_eps=rec.eps, **size))
     for node in list(walk.fused):
         node.replace_all_uses_with(node.args[0])
         graph.erase_node(node)
