@@ -205,7 +205,7 @@ class _Walk:
             return str(node.target)
         stack = node.meta.get("nn_module_stack")
         owner = list(stack.values())[-1][0] if stack else ""
-        return owner or node.name
+        return owner or f"forward (node {node.name})"
 
     def shape(self, node) -> tuple | None:
         meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
@@ -321,13 +321,14 @@ class _Walk:
         elif g == m.in_channels:
             raise _Opaque(f"depthwise Conv2d with a channel multiplier ({m.in_channels} -> {m.out_channels})")
         else:
-            if len(x.segs) != 1 or x.segs[0].factor != 1:
+            roots = {self.find(seg.group) for seg in x.segs}
+            if len(roots) != 1:
                 raise _Opaque(f"grouped Conv2d (groups={g}) on a concatenation: its groups would not "
                               "divide the concatenated segments")
             y = self.fresh(m.out_channels)
-            for seg in (x.segs[0], y.segs[0]):
-                r = self.find(seg.group)
-                self.multiple[r] = math.lcm(self.multiple[r], g)
+            factor = sum(seg.factor for seg in x.segs)  # input: factor x one count
+            for r, need in ((roots.pop(), g // math.gcd(g, factor)), (self.find(y.segs[0].group), g)):
+                self.multiple[r] = math.lcm(self.multiple[r], need)
             groups = g
         self.record(node, _Rec(path, kind, x, y, k[0], s[0], p[0], bias=m.bias is not None, groups=groups))
         return y
@@ -590,9 +591,16 @@ def trace_network(model: nn.Module, example_input: torch.Tensor, name: str = "mo
     meta_gm = gm if _on_meta(gm) else copy.deepcopy(gm).to("meta")
     try:
         ShapeProp(meta_gm).propagate(x)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"{name}: shapes cannot be propagated at input {list(x.shape)}: "
-                        f"{type(e).__name__}: {_first_line(e)}") from None
+    except Exception:  # noqa: BLE001  (a leaf module that reads values: run it for real, on zeros)
+        meta_gm = copy.deepcopy(gm).to_empty(device="cpu")
+        for t in [*meta_gm.parameters(), *meta_gm.buffers()]:
+            t.data.zero_()
+        try:
+            with torch.no_grad():
+                ShapeProp(meta_gm).propagate(torch.zeros(x.shape, dtype=x.dtype))
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{name}: shapes cannot be propagated at input {list(x.shape)}: "
+                            f"{type(e).__name__}: {_first_line(e)}") from None
     for n_meta, n in zip(meta_gm.graph.nodes, gm.graph.nodes):
         n.meta = n_meta.meta
     walk = _Walk(gm, leaves, name)
@@ -629,8 +637,8 @@ def _finish(walk: _Walk, gm: fx.GraphModule, name: str, fixed_units: set[str]) -
         loose = sorted({names[walk.find(g)] for g in groups
                         if walk.find(g) in names and names[walk.find(g)] not in fixed_units})
         if loose:
-            raise UserError(f"{name}: {path}: {what} cannot be resized; fix: fixed_units={','.join(loose)} "
-                            f"or leaf_modules={path}")
+            leaf = "" if path.startswith("forward (") else f" or leaf_modules={path}"
+            raise UserError(f"{name}: {path}: {what} cannot be resized; fix: fixed_units={','.join(loose)}{leaf}")
     # fixed by a constraint: the op only ever sees the max count, so the unit stays a unit with one
     # choice (fixed_units); groups no layer produces (input, outputs) are constants
     layers, graph = [], gm.graph
