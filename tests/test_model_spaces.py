@@ -273,3 +273,47 @@ def test_cli_space_show_and_cost_take_a_model_space(cli, tmp_path):
 def test_cli_refusals_exit_2_in_one_line(cli, name, opts, needle):
     code, out, err = cli("space", "show", name, *opts)
     assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# ---- end to end -------------------------------------------------------------------------------
+
+E2E_CONFIG = """
+seed: 0
+space:
+  name: model:torchvision.models:resnet18
+  options: {ratios: "0.5:1.0:0.25"}
+data: {name: synthetic}
+model: {hidden: 2}
+train: {epochs: 1, max_steps: 2, batch_size: 16, lr: 0.05, checkpoint_every_steps: 10, log_every_steps: 1}
+eval: {bn_batches: 1, batch_size: 50, max_images: 50}
+"""
+
+
+def test_resnet18_goes_through_meta_training_search_export_and_scratch_training(cli, tmp_path, ray_cluster):
+    """train-pruningnet + search + export + train on model:torchvision.models:resnet18 (10 classes,
+    32x32, the embedded synthetic data; classes and input size come from the data)."""
+    import json
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(E2E_CONFIG)
+    run = tmp_path / "run"
+    code, _, err = cli("train-pruningnet", "-c", cfg, "--run-dir", run, "--quiet")
+    assert code == 0, err
+    code, _, err = cli("search", run, "--strategy", "pareto", "--set", "generations=1", "--set", "population=4",
+                       "--set", "parents=2", "--set", "mutations=2", "--set", "crossovers=2",
+                       "--set", "eval.max_images=50", "--set", "eval.bn_batches=1", "--quiet")
+    assert code == 0, err
+    sp = get_space(TV + "resnet18", num_classes=10, input_size=32, in_channels=3, ratios="0.5:1.0:0.25")
+    budget = int(cost_model(sp).macs(sp.uniform_channels(0.8))[0])
+    best = tmp_path / "best.json"
+    code, _, err = cli("export", run, "--max-macs", budget, "-o", best)
+    assert code == 0, err
+    spec = json.loads(best.read_text())
+    assert spec["space"] == TV + "resnet18" and spec["options"]["num_classes"] == 10
+    assert int(cost_model(sp).macs(spec["channels"])[0]) <= budget
+    code, _, err = cli("train", run, "--spec", best, "--recipe", "smoke", "--epochs", "1",
+                       "--set", "recipe.max_train_images=64", "--set", "recipe.max_test_images=50", "--quiet")
+    assert code == 0, err
+    rows = json.loads((run / "train" / "results.json").read_text())["results"]
+    assert {r["kind"] for r in rows} == {"searched", "baseline"}
+    assert all(0 <= r["test_top1"] <= 1 for r in rows)
