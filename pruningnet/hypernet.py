@@ -147,13 +147,14 @@ def generator_refs(layers: list[Layer], mode: str) -> list[tuple[Ref, ...]]:
     """Each weighted layer's generator input as channel refs, one per ratio.
 
     ``layer``: ``(in, out)`` (a fixed count, like the image's 3 channels, gives a constant 1).
-    ``block``: every unit the layers of its block (module path ``features.N`` or ``classifier``)
-    read or write, in first-use order, once per unit (``2 x unit`` is the unit's ratio again)."""
+    ``block``: every unit the layers of its block (the lowering's ``block``: ``features.N`` or
+    ``classifier``, a traced network's block module) read or write, in first-use order, once per unit
+    (``2 x unit`` is the unit's ratio again)."""
     if mode == "layer":
         return [(layer.in_ch, layer.out_ch) for layer in layers]
     if mode != "block":
         raise ValueError(f"generator input {mode!r}; accepted: {', '.join(GENERATOR_INPUTS)}")
-    keys = [_block_of(layer.path) for layer in layers]
+    keys = [layer.block or _block_of(layer.path) for layer in layers]
     blocks: dict[str, dict[str, Ref]] = {}
     for key, layer in zip(keys, layers):
         refs = blocks.setdefault(key, {})

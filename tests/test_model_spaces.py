@@ -124,11 +124,14 @@ def test_own_cnn_units_follow_channel_coupling():
     assert set(sp.unit_names) == {"stem.0", "expand.0", "se.fc1", "left.0", "grouped.0"}
 
 
-def test_own_cnn_pruningnet_equals_static_network_and_cost_equals_flop_counter():
+@pytest.mark.parametrize("generator_input", ["layer", "block"])
+def test_own_cnn_pruningnet_equals_static_network_and_cost_equals_flop_counter(generator_input):
     sp = metaprune.space_from_model(TinyNet(), torch.randn(1, 3, 32, 32), name="model:test:TinyNet",
                                     ratios=[0.25, 0.5, 0.75, 1.0])
+    # a generator's block is the layer's outermost module of its own (SE's convs: "se")
+    assert {x.path: x.block for x in sp.weighted_layers()}["se.fc2"] == "se"
     torch.manual_seed(0)
-    net = PruningNet(sp, hidden=8).eval()
+    net = PruningNet(sp, hidden=8, generator_input=generator_input).eval()
     cm = cost_model(sp)
     x = torch.randn(8, 3, 32, 32)
     for ch in [sp.max_channels(), *_vectors(sp, 4)]:

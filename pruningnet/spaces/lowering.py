@@ -48,6 +48,7 @@ class Layer:
     classes: int = 0  # head with a hidden layer: the final linear's outputs
     gate: str | None = None  # se: the gate's activation
     bn_eps: float = 1e-5  # the BN's eps (a traced network keeps its own, e.g. 1e-3)
+    block: str = ""  # the block it belongs to (a generator's ``block`` input): a node's or module's path
     groups: int = 1  # conv: groups of a grouped (not depthwise) conv; ``in`` and ``out`` are multiples of it
 
     @property
@@ -197,7 +198,9 @@ def lower_nodes(nodes: tuple[Node, ...], input_size: int, in_channels: int) -> t
     w = _Walk(input_size, in_channels)
     try:
         for path, node in feature_paths(nodes):
+            start = len(w.layers)
             _RULES[type(node)](w, node, path)
+            w.layers[start:] = [x if x.block else replace(x, block=path) for x in w.layers[start:]]
     except _TooSmall as e:
         raise ValueError(f"layer {e.args[0]} has no output pixels at input size {input_size}") from None
     return tuple(replace(x, out_class=w.find(x.out_class)) if x.weighted else x for x in w.layers)

@@ -605,7 +605,7 @@ def trace_network(model: nn.Module, example_input: torch.Tensor, name: str = "mo
         n.meta = n_meta.meta
     walk = _Walk(gm, leaves, name)
     walk.run()
-    return _finish(walk, gm, name, set(fixed_units))
+    return _finish(walk, gm, name, set(fixed_units), model)
 
 
 def _on_meta(gm: nn.Module) -> bool:
@@ -625,7 +625,20 @@ def _user_frame(e: Exception) -> str:
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
-def _finish(walk: _Walk, gm: fx.GraphModule, name: str, fixed_units: set[str]) -> TracedNetwork:
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _block(model: nn.Module, path: str) -> str:
+    """A layer's block: its outermost ancestor that is a module of its own (not a plain container)."""
+    parts = path.split(".")
+    for i in range(1, len(parts)):
+        prefix = ".".join(parts[:i])
+        if type(model.get_submodule(prefix)) not in _CONTAINERS:
+            return prefix
+    return parts[0]
+
+
+def _finish(walk: _Walk, gm: fx.GraphModule, name: str, fixed_units: set[str], model: nn.Module) -> TracedNetwork:
     # units: every non-fixed group a conv or linear produces, named by its first producer's path
     names: dict[int, str] = {}
     for rec in walk.recs:
@@ -644,7 +657,7 @@ def _finish(walk: _Walk, gm: fx.GraphModule, name: str, fixed_units: set[str]) -
     layers, graph = [], gm.graph
     for rec in walk.recs:
         cls = walk.cfind(rec.y.segs[0].cls)
-        size = dict(in_size=rec.in_size, out_size=rec.out_size)
+        size = dict(in_size=rec.in_size, out_size=rec.out_size, block=_block(model, rec.path))
         xin, yout = _ref(walk, rec.x, names), _ref(walk, rec.y, names)
         if rec.kind == "bn":
             layers.append(Layer(rec.path, rec.path, "bn", xin, xin, timed=False, bn_eps=rec.eps, **size))
