@@ -29,7 +29,7 @@ TORCHVISION = ["resnet18", "resnext50_32x4d", "wide_resnet50_2", "regnet_x_400mf
                "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2_x1_0", "mnasnet1_0",
                "efficientnet_b0", "efficientnet_v2_s", "densenet121", "squeezenet1_1", "googlenet",
                "convnext_tiny", "vgg11_bn"]
-TIMM = ["resnet18d", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002"]
+TIMM = ["resnet18d", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002", "seresnext26d_32x4d", "resnet26t"]
 MAX_PRUNINGNET_PARAMS = 30_000_000  # generators hold (hidden + 1) x the model's weights
 
 

@@ -193,7 +193,12 @@ def _traced(b: Builder, node: Traced, path: str) -> nn.Module:
     root = {}
     for n in graph.nodes:
         if n.op == "call_module" and n.target not in root:
-            root[n.target] = b.layer(n.target) if n.target in b.layers else _fresh(node.keep[n.target])
+            if n.target in b.layers and n.target in node.keep:  # a BN with its own drop and act (timm)
+                t = node.keep[n.target]
+                root[n.target] = nn.Sequential(OrderedDict(bn=b.layer(n.target), drop=_fresh(t.drop),
+                                                           act=_fresh(t.act)))
+            else:
+                root[n.target] = b.layer(n.target) if n.target in b.layers else _fresh(node.keep[n.target])
     return torch.fx.GraphModule(root, graph, class_name="TracedSubnet")
 
 

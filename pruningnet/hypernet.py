@@ -274,7 +274,8 @@ class _GenBiased(nn.Module):
             return F.linear(x, w, b)
         if self.pointwise and _as_matmul(x):
             return _pointwise(x, w, b)
-        return F.conv2d(x, w, b, self.layer.stride, self.layer.padding, 1, self.layer.groups)
+        groups = w.shape[0] if self.layer.depthwise else self.layer.groups
+        return F.conv2d(x, w, b, self.layer.stride, self.layer.padding, 1, groups)
 
 
 class _BatchStatBN(nn.Module):

@@ -339,7 +339,7 @@ class _Walk:
         src = node.args[0]
         rec = self.by_node.get(src)
         standard = m.affine and m.track_running_stats
-        if rec is not None and rec.kind in ("conv", "dwconv") and not rec.bn and not rec.bias \
+        if rec is not None and not _bn_act(m) and rec.kind in ("conv", "dwconv") and not rec.bn and not rec.bias \
                 and len(src.users) == 1 and standard:
             rec.bn, rec.eps = True, m.eps  # conv + BN: one layer, as the hand-written spaces lower them
             self.fused.add(node)
@@ -560,7 +560,16 @@ class _Tracer(fx.Tracer):
         self.leaves = leaves
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+        # a Linear subclass (timm's) is a linear: traced into, its forward reads its weight directly
+        return qualname in self.leaves or _bn_act(m) or isinstance(m, nn.Linear) \
+            or super().is_leaf_module(m, qualname)
+
+
+def _bn_act(m: nn.Module) -> bool:
+    """A BatchNorm2d subclass followed by its own ``drop`` and ``act`` modules (timm's BatchNormAct2d):
+    lowered as a ``bn`` layer, its drop and act kept."""
+    return isinstance(m, nn.BatchNorm2d) and isinstance(getattr(m, "act", None), nn.Module) \
+        and isinstance(getattr(m, "drop", None), nn.Module)
 
 
 def trace_network(model: nn.Module, example_input: torch.Tensor, name: str = "model",
@@ -672,7 +681,7 @@ def _finish(walk: _Walk, gm: fx.GraphModule, name: str, fixed_units: set[str], m
     weighted = {x.path for x in layers}
     keep = {}
     for node in graph.nodes:
-        if node.op == "call_module" and node.target not in weighted:
+        if node.op == "call_module" and (node.target not in weighted or _bn_act(gm.get_submodule(node.target))):
             keep[str(node.target)] = gm.get_submodule(node.target)
     unit_max = {}
     for x in layers:
