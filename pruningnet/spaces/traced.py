@@ -38,7 +38,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UserError
-from .ir import Ref, Scaled, Sum, Traced
+from .ir import Ref, Scaled, Sum, Traced, ref_units
 from .lowering import Layer
 
 # call_function / call_method targets that keep every channel where it is (output channels = input's)
@@ -368,7 +368,7 @@ class _Walk:
         if t is operator.getitem:
             return self.getitem(node)
         if t is torch.flatten or (is_method and t == "flatten"):
-            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0 if not is_method else 0)
+            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
             return self.flatten(node, start, end)
         if is_method and t in ("view", "reshape") or t is torch.reshape:
@@ -404,15 +404,11 @@ class _Walk:
         """Elementwise op of two tensors: channel i of one is channel i of the other (``indices``
         False: only their counts are equal)."""
         if len(a.segs) != len(b.segs) or any(x.factor != y.factor for x, y in zip(a.segs, b.segs)):
-            if a.mixed or b.mixed or not self.realign(a, b):
-                raise _Opaque(f"{self.op_name(node)} of channels concatenated differently")
+            raise _Opaque(f"{self.op_name(node)} of channels concatenated differently")
         for x, y in zip(a.segs, b.segs):
             self.union(x.group, y.group, self.where(node))
             if indices:
                 self.cunion(x.cls, y.cls)
-
-    def realign(self, a: _Chan, b: _Chan) -> bool:
-        return False  # segments split at different offsets: refused (a rare pattern)
 
     def cat(self, node: fx.Node) -> _Chan:
         parts = node.args[0]
@@ -683,14 +679,8 @@ def _finish(walk: _Walk, gm: fx.GraphModule, name: str, fixed_units: set[str], m
     for node in graph.nodes:
         if node.op == "call_module" and (node.target not in weighted or _bn_act(gm.get_submodule(node.target))):
             keep[str(node.target)] = gm.get_submodule(node.target)
-    unit_max = {}
-    for x in layers:
-        for ref in (x.in_ch, x.out_ch):
-            for u in ([ref] if isinstance(ref, str) else [ref.unit] if isinstance(ref, Scaled)
-                      else [t for t, _ in ref.terms] if isinstance(ref, Sum) else []):
-                unit_max.setdefault(u, None)
     by_name = {v: k for k, v in names.items()}
-    unit_max = {u: walk.gmax[by_name[u]] for u in unit_max}
+    unit_max = {u: walk.gmax[by_name[u]] for x in layers for ref in (x.in_ch, x.out_ch) for u in ref_units(ref)}
     multiples = {u: walk.multiple[by_name[u]] for u in unit_max if walk.multiple[by_name[u]] > 1}
     out_node = next(n for n in graph.nodes if n.op == "output")
     outs = [walk.chan.get(a) for a in out_node.all_input_nodes]
