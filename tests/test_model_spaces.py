@@ -320,3 +320,30 @@ def test_resnet18_goes_through_meta_training_search_export_and_scratch_training(
     rows = json.loads((run / "train" / "results.json").read_text())["results"]
     assert {r["kind"] for r in rows} == {"searched", "baseline"}
     assert all(0 <= r["test_top1"] <= 1 for r in rows)
+
+
+def test_service_answers_torchvision_model_spaces_and_refuses_other_modules(tmp_path):
+    """A model space imports MODULE and calls CALLABLE with the client's options: the service takes
+    only allowlisted modules (and only space options, so no weights= download)."""
+    from fastapi.testclient import TestClient
+
+    from metaprune.service.api import create_app
+    from metaprune.service.validation import ApiError, check_overrides
+
+    token = "t" * 32
+    auth = {"Authorization": f"Bearer {token}"}
+    (tmp_path / "runs").mkdir()
+    app = create_app(tmp_path / "runs", token=token, extra_hosts=("testserver",), start_jobs=False)
+    with TestClient(app) as client:
+        listed = client.get("/api/spaces", headers=auth).json()
+        assert listed["models"]["modules"] == ["torchvision.models"]
+        r = client.get(f"/api/spaces/{TV}resnet18?input_size=32&num_classes=10", headers=auth)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["units"]) == 12
+        r = client.get("/api/spaces/model:subprocess:getoutput?input_size=32", headers=auth)
+        assert r.status_code == 404 and "torchvision.models" in r.json()["error"]
+        r = client.get(f"/api/spaces/{TV}resnet18?weights=DEFAULT", headers=auth)
+        assert r.status_code == 422 and "weights" in r.text
+    with pytest.raises(ApiError):
+        check_overrides({"space.name": "model:os:system"})
+    assert check_overrides({"space.name": TV + "resnet18"})
