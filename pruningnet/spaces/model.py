@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import re
+import sys
 from typing import Any, Callable
 
 import torch
@@ -40,9 +42,10 @@ def _callable(name: str) -> Callable:
         raise UserError(f"space {name!r} is not model:MODULE:CALLABLE (e.g. model:torchvision.models:resnet18)")
     module_name, attr = m.groups()
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import(module_name)
     except ImportError as e:
-        raise UserError(f"space {name}: module {module_name!r} cannot be imported ({e})") from None
+        raise UserError(f"space {name}: module {module_name!r} cannot be imported ({e}); accepted: an installed "
+                        "module, one on PYTHONPATH or in the current directory") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise UserError(f"space {name}: {module_name} has no {attr!r}")
@@ -50,6 +53,21 @@ def _callable(name: str) -> Callable:
     if not callable(obj):
         raise UserError(f"space {name}: {module_name}.{attr} is not callable")
     return obj
+
+
+def _import(module_name: str):
+    """``module_name``, also from the current directory (the console script does not put it on
+    ``sys.path``; ``python -m`` does)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name.split(".")[0] or os.getcwd() in sys.path:
+            raise
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(os.getcwd())
 
 
 def _takes(fn: Callable, key: str) -> bool:
