@@ -154,7 +154,7 @@ def generator_refs(layers: list[Layer], mode: str) -> list[tuple[Ref, ...]]:
         return [(layer.in_ch, layer.out_ch) for layer in layers]
     if mode != "block":
         raise ValueError(f"generator input {mode!r}; accepted: {', '.join(GENERATOR_INPUTS)}")
-    keys = [layer.block or _block_of(layer.path) for layer in layers]
+    keys = [layer.block for layer in layers]
     blocks: dict[str, dict[str, Ref]] = {}
     for key, layer in zip(keys, layers):
         refs = blocks.setdefault(key, {})
@@ -162,12 +162,6 @@ def generator_refs(layers: list[Layer], mode: str) -> list[tuple[Ref, ...]]:
             for unit in ref_units(r):
                 refs.setdefault(unit, unit)
     return [tuple(blocks[key].values()) or (layer.in_ch,) for key, layer in zip(keys, layers)]
-
-
-def _block_of(path: str) -> str:
-    """The block a module path belongs to: ``features.3.body.dw`` -> ``features.3``."""
-    head = path.split(".")
-    return ".".join(head[:2]) if head[0] == "features" else head[0]
 
 
 class _Source:
