@@ -1,8 +1,10 @@
 """The network description that spaces produce.
 
 A space turns its options into a tuple of nodes. Channel counts are *refs*: a unit name (searchable),
-a fixed int (input channels, classes) or a :class:`Scaled` unit (ShuffleNetV2's concatenation of
-two branches is twice its branch unit). Nothing walks these nodes but
+a fixed int (input channels, classes), a :class:`Scaled` unit (ShuffleNetV2's concatenation of
+two branches is twice its branch unit) or a :class:`Sum` (a traced network's concatenation of
+several units); :func:`ref_terms` reads them all. A traced network (``model:MODULE:CALLABLE``) is one
+:class:`Traced` node. Nothing walks these nodes but
 :mod:`pruningnet.spaces.lowering` (one traversal that every consumer reads) and the builder's
 per-node rules (:mod:`pruningnet.build`).
 """
