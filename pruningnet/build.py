@@ -1,13 +1,15 @@
 """Static networks from specs: plain torch layers, readable state_dict names, none of the search code."""
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Mapping
 
 import torch
+import torch.fx
 from torch import nn
 
-from .spaces.ir import Block, Classifier, Conv, MaxPool, Node, ShuffleBlock, SqueezeExcite, resolve
+from .spaces.ir import Block, Classifier, Conv, MaxPool, Node, ShuffleBlock, SqueezeExcite, Traced, resolve
 from .spaces.lowering import Layer, feature_paths
 from .spec import SubnetSpec
 
@@ -23,10 +25,11 @@ class ConvBNAct(nn.Sequential):
     """Conv2d (no bias), BatchNorm2d and an optional activation, named ``conv``, ``bn``, ``act``."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: str | None = "relu"):
-        layers = OrderedDict(conv=nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2,
+                 act: str | None = "relu", padding: int | None = None, eps: float = 1e-5):
+        padding = kernel // 2 if padding is None else padding
+        layers = OrderedDict(conv=nn.Conv2d(in_chs, out_chs, kernel, stride, padding,
                                             groups=groups, bias=False),
-                             bn=nn.BatchNorm2d(out_chs))
+                             bn=nn.BatchNorm2d(out_chs, eps=eps))
         if act is not None:
             layers["act"] = ACTIVATIONS[act](inplace=True)
         super().__init__(layers)
@@ -108,14 +111,19 @@ class SubnetModel(nn.Module):
 
 
 def static_layer(layer: Layer, channels: Mapping[str, int]) -> nn.Module:
-    """The plain module of one weighted layer: :class:`ConvBNAct` for convs with BN, else a biased
-    ``Conv2d`` (squeeze-excitation) or ``Linear``."""
+    """The plain module of one weighted layer: :class:`ConvBNAct` for convs with BN, else a
+    ``Conv2d`` (squeeze-excitation, a traced conv without BN) or ``Linear``; a ``bn`` layer's
+    ``BatchNorm2d``."""
     cin, cout = resolve(layer.in_ch, channels), resolve(layer.out_ch, channels)
+    if layer.kind == "bn":
+        return nn.BatchNorm2d(cin, eps=layer.bn_eps)
     if layer.kind == "linear":
-        return nn.Linear(cin, cout)
+        return nn.Linear(cin, cout, bias=layer.bias)
+    groups = cout if layer.depthwise else layer.groups
     if not layer.bn:
-        return nn.Conv2d(cin, cout, layer.kernel, layer.stride, layer.padding, bias=layer.bias)
-    return ConvBNAct(cin, cout, layer.kernel, layer.stride, groups=cout if layer.depthwise else 1, act=layer.act)
+        return nn.Conv2d(cin, cout, layer.kernel, layer.stride, layer.padding, groups=groups, bias=layer.bias)
+    return ConvBNAct(cin, cout, layer.kernel, layer.stride, groups=groups, act=layer.act, padding=layer.padding,
+                     eps=layer.bn_eps)
 
 
 class Builder:
@@ -126,7 +134,7 @@ class Builder:
     layers up by module path in the space's lowering, so a path that disagrees fails loudly."""
 
     def __init__(self, layers: tuple[Layer, ...], make):
-        self.layers = {x.path: x for x in layers if x.weighted}
+        self.layers = {x.path: x for x in layers if x.weighted or x.kind == "bn"}
         self.make = make
 
     def layer(self, path: str) -> nn.Module:
@@ -135,7 +143,9 @@ class Builder:
     def node(self, node, path: str) -> nn.Module:
         return _RULES[type(node)](self, node, path)
 
-    def model(self, nodes: tuple[Node, ...]) -> SubnetModel:
+    def model(self, nodes: tuple[Node, ...]) -> nn.Module:
+        if len(nodes) == 1 and isinstance(nodes[0], Traced):  # a whole traced network
+            return self.node(nodes[0], "")
         features, classifier = [], None
         for path, node in feature_paths(nodes):
             if isinstance(node, Classifier):
@@ -166,7 +176,34 @@ def _classifier(b: Builder, node: Classifier, path: str) -> nn.Module:
     return nn.Sequential(layers)
 
 
+def _fresh(module: nn.Module) -> nn.Module:
+    """A copy of a template module, on the CPU (templates may live on the meta device)."""
+    module = copy.deepcopy(module)
+    if any(t.is_meta for t in [*module.parameters(), *module.buffers()]):
+        module = module.to_empty(device="cpu")
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return module
+
+
+def _traced(b: Builder, node: Traced, path: str) -> nn.Module:
+    """The traced graph with its layers made by ``b`` and every other module copied from the template."""
+    graph = copy.deepcopy(node.graph)
+    root = {}
+    for n in graph.nodes:
+        if n.op == "call_module" and n.target not in root:
+            if n.target in b.layers and n.target in node.keep:  # a BN with its own drop and act (timm)
+                t = node.keep[n.target]
+                root[n.target] = nn.Sequential(OrderedDict(bn=b.layer(n.target), drop=_fresh(t.drop),
+                                                           act=_fresh(t.act)))
+            else:
+                root[n.target] = b.layer(n.target) if n.target in b.layers else _fresh(node.keep[n.target])
+    return torch.fx.GraphModule(root, graph, class_name="TracedSubnet")
+
+
 _RULES = {
+    Traced: _traced,
     Conv: lambda b, node, path: b.layer(path),
     SqueezeExcite: lambda b, node, path: SqueezeExcitation(b.layer(f"{path}.fc1"), b.layer(f"{path}.fc2"),
                                                        node.act, node.gate),

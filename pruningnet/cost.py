@@ -10,7 +10,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import UserError
-from .spaces.ir import Ref, Scaled, Space
+from .spaces.ir import Ref, Space, ref_terms
 from .spaces.lowering import Layer
 
 
@@ -46,18 +46,22 @@ class CostModel:
         for row in space.layers:
             self._add(row)
 
-    def _ref(self, ref: Ref) -> tuple[int, int]:
-        if isinstance(ref, Scaled):
-            return self._index[ref.unit], ref.factor
-        return (self._one, ref) if isinstance(ref, int) else (self._index[ref], 1)
+    def _ref(self, ref: Ref) -> list[tuple[int, int]]:
+        """``(column, factor)`` per term of a ref (a fixed count is a factor of the constant column)."""
+        terms, const = ref_terms(ref)
+        return [(self._index[u], f) for u, f in terms] + ([(self._one, const)] if const else [])
 
-    def _term(self, q: np.ndarray, coef: int, a: Ref, b: Ref | None = None) -> None:
-        ia, ma = self._ref(a)
-        ib, mb = self._ref(b) if b is not None else (self._one, 1)
-        q[min(ia, ib), max(ia, ib)] += coef * ma * mb
+    def _term(self, q: np.ndarray, coef: float, a: Ref, b: Ref | None = None) -> None:
+        for ia, ma in self._ref(a):
+            for ib, mb in (self._ref(b) if b is not None else [(self._one, 1)]):
+                q[min(ia, ib), max(ia, ib)] += coef * ma * mb
 
     def _add(self, r: Layer) -> None:
         k2, hw = r.kernel * r.kernel, r.out_size * r.out_size
+        if r.kind == "bn":  # a BatchNorm of its own: affine weight and bias, its output elements
+            self._term(self._q_params, 2, r.in_ch)
+            self._term(self._q_paper, hw, r.in_ch)
+            return
         if not r.weighted:
             if r.kind == "head":  # the official models' AvgPool2d(kernel = the final map)
                 self._term(self._q_paper, r.in_size * r.in_size, r.in_ch)
@@ -68,9 +72,9 @@ class CostModel:
         if r.kind == "dwconv":
             self._term(self._q_macs, k2 * hw, r.out_ch)
             self._term(self._q_params, k2, r.out_ch)
-        else:  # conv or linear (kernel 1, size 1)
-            self._term(self._q_macs, k2 * hw, r.in_ch, r.out_ch)
-            self._term(self._q_params, k2, r.in_ch, r.out_ch)
+        else:  # conv (a grouped one: 1/groups of the products) or linear (kernel 1, size 1)
+            self._term(self._q_macs, k2 * hw / r.groups, r.in_ch, r.out_ch)
+            self._term(self._q_params, k2 / r.groups, r.in_ch, r.out_ch)
         self._term(self._q_params, 2 * r.bn + r.bias, r.out_ch)  # BN weight and bias; conv/linear bias
 
     def as_matrix(self, channels: np.ndarray | Mapping[str, int]) -> np.ndarray:

@@ -34,7 +34,7 @@ from torch import nn
 
 from .build import Builder, activation, build_model, nhwc, weight_name
 from .pointwise import default_max_elements
-from .spaces.ir import Ref, Scaled, Space, ref_unit, resolve
+from .spaces.ir import Ref, Space, ref_terms, ref_units, resolve
 from .spaces.lowering import Layer
 from .spec import make_spec
 
@@ -147,27 +147,21 @@ def generator_refs(layers: list[Layer], mode: str) -> list[tuple[Ref, ...]]:
     """Each weighted layer's generator input as channel refs, one per ratio.
 
     ``layer``: ``(in, out)`` (a fixed count, like the image's 3 channels, gives a constant 1).
-    ``block``: every unit the layers of its block (module path ``features.N`` or ``classifier``)
-    read or write, in first-use order, once per unit (``2 x unit`` is the unit's ratio again)."""
+    ``block``: every unit the layers of its block (the lowering's ``block``: ``features.N`` or
+    ``classifier``, a traced network's block module) read or write, in first-use order, once per unit
+    (``2 x unit`` is the unit's ratio again)."""
     if mode == "layer":
         return [(layer.in_ch, layer.out_ch) for layer in layers]
     if mode != "block":
         raise ValueError(f"generator input {mode!r}; accepted: {', '.join(GENERATOR_INPUTS)}")
-    keys = [_block_of(layer.path) for layer in layers]
+    keys = [layer.block for layer in layers]
     blocks: dict[str, dict[str, Ref]] = {}
     for key, layer in zip(keys, layers):
         refs = blocks.setdefault(key, {})
         for r in (layer.in_ch, layer.out_ch):
-            unit = ref_unit(r)
-            if unit is not None:
+            for unit in ref_units(r):
                 refs.setdefault(unit, unit)
     return [tuple(blocks[key].values()) or (layer.in_ch,) for key, layer in zip(keys, layers)]
-
-
-def _block_of(path: str) -> str:
-    """The block a module path belongs to: ``features.3.body.dw`` -> ``features.3``."""
-    head = path.split(".")
-    return ".".join(head[:2]) if head[0] == "features" else head[0]
 
 
 class _Source:
@@ -233,7 +227,8 @@ def _pointwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
 
 
 def _is_pointwise(layer: Layer) -> bool:
-    return layer.kernel == 1 and layer.stride == 1 and layer.padding == 0 and not layer.depthwise
+    return layer.kernel == 1 and layer.stride == 1 and layer.padding == 0 and not layer.depthwise \
+        and layer.groups == 1
 
 
 def _as_matmul(x: torch.Tensor) -> bool:
@@ -254,9 +249,9 @@ class _GenConvBN(nn.Module):
         if self.pointwise and _as_matmul(x):
             x = _pointwise(x, w)
         else:
-            groups = w.shape[0] if self.layer.depthwise else 1
+            groups = w.shape[0] if self.layer.depthwise else self.layer.groups
             x = F.conv2d(x, w, None, self.layer.stride, self.layer.padding, 1, groups)
-        return self.act(F.batch_norm(x, None, None, training=True))
+        return self.act(F.batch_norm(x, None, None, training=True, eps=self.layer.bn_eps))
 
 
 class _GenBiased(nn.Module):
@@ -273,10 +268,25 @@ class _GenBiased(nn.Module):
             return F.linear(x, w, b)
         if self.pointwise and _as_matmul(x):
             return _pointwise(x, w, b)
-        return F.conv2d(x, w, b, self.layer.stride, self.layer.padding)
+        groups = w.shape[0] if self.layer.depthwise else self.layer.groups
+        return F.conv2d(x, w, b, self.layer.stride, self.layer.padding, 1, groups)
+
+
+class _BatchStatBN(nn.Module):
+    """A BatchNorm of its own (a traced network's ``bn`` layer): batch statistics, no affine, as
+    every PruningNet BN."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, training=True, eps=self.eps)
 
 
 def _generated(layer: Layer, source: _Source) -> nn.Module:
+    if layer.kind == "bn":
+        return _BatchStatBN(layer.bn_eps)
     return _GenConvBN(layer, source) if layer.bn else _GenBiased(layer, source)
 
 
@@ -308,7 +318,7 @@ class PruningNet(nn.Module):
             else:
                 fan = layer.kernel * layer.kernel * (1 if layer.depthwise else mx_out)
                 std = math.sqrt(2.0 / fan)  # torchvision's kaiming fan_out init of the emitted weight
-            in_per_group = 1 if layer.depthwise else mx_in
+            in_per_group = 1 if layer.depthwise else mx_in // layer.groups
             self.generators[_key(layer.path)] = WeightGenerator(mx_out, in_per_group, layer.kernel, hidden, std,
                                                                 len(refs))
             if layer.bias and layer is not last:
@@ -318,9 +328,8 @@ class PruningNet(nn.Module):
         self.body = Builder(space.layers, lambda layer: _generated(layer, self._source)).model(space.nodes)
 
     def _max(self, ref: Ref) -> int:
-        if isinstance(ref, Scaled):
-            return ref.factor * self.space.unit(ref.unit).max
-        return ref if isinstance(ref, int) else self.space.unit(ref).max
+        terms, const = ref_terms(ref)
+        return const + sum(f * self.space.unit(u).max for u, f in terms)
 
     # --- weights -----------------------------------------------------------------------------
     def ratio_table(self, channels: Mapping[str, int]) -> dict:
@@ -349,7 +358,7 @@ class PruningNet(nn.Module):
         if layer.kind == "linear":
             w = gen(r, cout, cin).flatten(1)
             return (w - w.mean(dim=1, keepdim=True) if self.center_classifier else w), bias
-        return gen(r, cout, 1 if layer.depthwise else cin), bias
+        return gen(r, cout, 1 if layer.depthwise else cin // layer.groups), bias
 
     def generate_weights(self, channels: Mapping[str, int]) -> dict[str, torch.Tensor]:
         """State-dict entries (conv and linear weights, biases) of :func:`build_model`'s network."""

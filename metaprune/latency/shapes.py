@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from pruningnet.build import ConvBNAct, ResidualBlock, ShuffleUnit, SqueezeExcitation, SubnetModel, activation
-from pruningnet.spaces.ir import Ref, Scaled, Space, resolve  # noqa: F401  (resolve: for table.py)
+from pruningnet.errors import UserError
+from pruningnet.spaces.ir import Ref, Scaled, Space, Traced, resolve  # noqa: F401  (resolve: for table.py)
 
 KINDS = ("conv", "dwconv", "block", "maxpool", "head", "se", "shuffle")
 
@@ -97,6 +98,9 @@ class Term:
 
 def space_terms(space: Space) -> list[Term]:
     """The terms of ``space`` in run order: one per timed layer of its lowering."""
+    if any(isinstance(n, Traced) for n in space.nodes):
+        raise UserError(f"latency tables are not built for traced spaces yet ({space.name}); budget it in "
+                        "MACs or parameters (--max-macs, --max-params)")
     terms: list[Term] = []
     for x in space.layers:
         if not x.timed:

@@ -40,8 +40,8 @@ from .files import Damaged, is_real_dir, open_regular, read_json, read_yaml
 from .jobs import LOG_DIR, JobManager, SlotsBusy, resume_argv
 from .security import (LEGACY_COOKIE, LOOPBACK_HOSTS, MAX_BODY_BYTES, SECURITY_HEADERS, ServerLock,
                        cross_site_reason, host_name, own_origins, token_ok)
-from .validation import (MAX_ID, NAME_RE, ApiError, check_name, check_overrides, check_space_options, query_value,
-                         short)
+from .validation import (MAX_ID, NAME_RE, SERVICE_MODEL_MODULES, ApiError, check_name, check_overrides,
+                         check_space_name, check_space_options, query_value, short)
 
 STATIC = Path(__file__).resolve().parent / "static"
 EXPORT_FORMATS = {"json": ".json", "onnx": ".onnx", "torchscript": ".pt"}
@@ -470,19 +470,19 @@ def create_app(runs_dir: str | Path, *, token: str, max_jobs: int = 1, host: str
 
         from ..spaces_summary import space_summary
 
-        return {"spaces": [{"name": n, "summary": space_summary(n)} for n in list_spaces("*")]}
+        return {"spaces": [{"name": n, "summary": space_summary(n)} for n in list_spaces("*")],
+                "models": {"name": "model:MODULE:CALLABLE", "modules": list(SERVICE_MODEL_MODULES),
+                           "summary": space_summary("model:torchvision.models:resnet18")}}
 
     @app.get("/api/spaces/{name}")
     def space(name: str, request: Request):
         """One space with its units and cost range; query parameters are space options within
         ``SPACE_OPTION_RANGES`` (e.g. ``?input_size=32&small_input=true&num_classes=10``; input_size
-        8..1024, width_mult up to 4, at most 256 ratios)."""
-        from pruningnet import list_spaces
-
+        8..1024, width_mult up to 4, at most 256 ratios). ``model:torchvision.models:CALLABLE`` names
+        a traced torchvision model."""
         from ..spaces_summary import space_info
 
-        if name not in list_spaces("*"):
-            raise ApiError(404, f"space {short(name)} not found; accepted: {', '.join(list_spaces('*'))}", "space")
+        check_space_name(name)
         items = request.query_params.multi_items()
         if len(items) > 16:
             raise ApiError(422, f"{len(items)} options given; accepted: at most 16", "options")

@@ -66,7 +66,11 @@ SPACE_OPTION_RANGES: dict[str, tuple[float, float]] = {
     "width_mult": (0.01, 4.0),
     "round_to": (1, 256),
 }
-SPACE_OPTIONS = (*SPACE_OPTION_RANGES, "ratios", "fixed_units", "small_input", "variant")
+SPACE_OPTIONS = (*SPACE_OPTION_RANGES, "ratios", "fixed_units", "small_input", "variant", "leaf_modules")
+#: modules whose callables a client may name as a ``model:MODULE:CALLABLE`` space. A model space
+#: imports MODULE and calls CALLABLE with the space options: the CLI lets its user name any module,
+#: a client only these (and only the options above, so no ``weights=`` download).
+SERVICE_MODEL_MODULES = ("torchvision.models",)
 MAX_RATIOS = 256
 
 
@@ -147,6 +151,9 @@ def check_overrides(overrides: dict, field: str = "overrides") -> dict:
         if FORBIDDEN_KEY.search(key):
             raise ApiError(422, f"{field}: key {key!r} names files or downloads on the server; the service "
                                 "does not accept it (start such runs with the CLI)", f)
+        if key == "space.name":
+            check_space_name(value, f)
+            continue
         if key.startswith("space.options."):
             check_space_options({key[len("space.options."):]: value}, prefix=f"{field}.space.options.")
             continue
@@ -160,6 +167,20 @@ def check_overrides(overrides: dict, field: str = "overrides") -> dict:
             else:
                 check_scalar(v, f)
     return overrides
+
+
+def check_space_name(name: Any, field: str = "space") -> str:
+    """A registered space, or ``model:MODULE:CALLABLE`` with MODULE in ``SERVICE_MODEL_MODULES``."""
+    from pruningnet import list_spaces
+
+    if isinstance(name, str) and name in list_spaces("*"):
+        return name
+    parts = name.split(":") if isinstance(name, str) else []
+    if len(parts) == 3 and parts[0] == "model" and parts[1] in SERVICE_MODEL_MODULES \
+            and parts[2].isidentifier() and not parts[2].startswith("_"):
+        return name
+    raise ApiError(404, f"space {short(name)} not found; accepted: {', '.join(list_spaces('*'))} or "
+                        f"model:MODULE:CALLABLE with MODULE one of {', '.join(SERVICE_MODEL_MODULES)}", field)
 
 
 def check_space_options(options: dict, prefix: str = "") -> dict:

@@ -1,8 +1,10 @@
 """The network description that spaces produce.
 
 A space turns its options into a tuple of nodes. Channel counts are *refs*: a unit name (searchable),
-a fixed int (input channels, classes) or a :class:`Scaled` unit (ShuffleNetV2's concatenation of
-two branches is twice its branch unit). Nothing walks these nodes but
+a fixed int (input channels, classes), a :class:`Scaled` unit (ShuffleNetV2's concatenation of
+two branches is twice its branch unit) or a :class:`Sum` (a traced network's concatenation of
+several units); :func:`ref_terms` reads them all. A traced network (``model:MODULE:CALLABLE``) is one
+:class:`Traced` node. Nothing walks these nodes but
 :mod:`pruningnet.spaces.lowering` (one traversal that every consumer reads) and the builder's
 per-node rules (:mod:`pruningnet.build`).
 """
@@ -25,21 +27,50 @@ class Scaled:
         return f"{self.factor}*{self.unit}"
 
 
-Ref = Union[str, int, Scaled]
+@dataclass(frozen=True)
+class Sum:
+    """A concatenation's channels: ``sum(factor * unit) + const`` (``terms``: ``(unit, factor)`` pairs).
+    Traced networks (:mod:`pruningnet.spaces.traced`) produce it where a layer reads a ``torch.cat``."""
+
+    terms: tuple[tuple[str, int], ...]
+    const: int = 0
+
+    def __str__(self) -> str:
+        parts = [u if f == 1 else f"{f}*{u}" for u, f in self.terms] + ([str(self.const)] if self.const else [])
+        return "+".join(parts)
+
+
+Ref = Union[str, int, Scaled, Sum]
+
+
+def ref_terms(ref: Ref) -> tuple[tuple[tuple[str, int], ...], int]:
+    """A ref as ``((unit, factor), ...), const``: the one reading of every ref type."""
+    if isinstance(ref, str):
+        return ((ref, 1),), 0
+    if isinstance(ref, Scaled):
+        return ((ref.unit, ref.factor),), 0
+    if isinstance(ref, Sum):
+        return ref.terms, ref.const
+    return (), int(ref)
+
+
+def ref_units(ref: Ref) -> tuple[str, ...]:
+    """The units a ref counts in (none for a fixed count)."""
+    return tuple(u for u, _ in ref_terms(ref)[0])
 
 
 def ref_unit(ref: Ref) -> str | None:
-    """The unit a ref counts in, or None for a fixed count."""
-    return ref if isinstance(ref, str) else ref.unit if isinstance(ref, Scaled) else None
+    """The unit a ref counts in, or None for a fixed count (a :class:`Sum`: its first unit)."""
+    units = ref_units(ref)
+    return units[0] if units else None
 
 
 def resolve(ref: Ref, channels) -> int:
     """A ref's channel count under ``channels`` (a mapping of unit names to counts)."""
     if isinstance(ref, str):
         return int(channels[ref])
-    if isinstance(ref, Scaled):
-        return ref.factor * int(channels[ref.unit])
-    return ref
+    terms, const = ref_terms(ref)
+    return const + sum(f * int(channels[u]) for u, f in terms)
 
 
 def round_channels(value: float, round_to: int) -> int:
@@ -129,7 +160,21 @@ class Classifier:
     hidden_act: str | None = None
 
 
-Node = Union[Conv, Block, ShuffleBlock, MaxPool, Classifier]
+@dataclass(frozen=True, eq=False)
+class Traced:
+    """A whole network traced with torch.fx (:mod:`pruningnet.spaces.traced`): its lowered layers
+    (module paths of the traced network), the graph the builder rebuilds with resized layers, the
+    template modules it copies unchanged (pools, activations, modules held at fixed width) and the
+    multiple each grouped conv imposes on its units."""
+
+    name: str
+    layers: tuple
+    graph: object  # torch.fx.Graph (the builder copies it)
+    keep: dict = field(hash=False)  # module path -> template module (parameterless or fixed width)
+    multiples: dict = field(hash=False)  # unit -> every count must be a multiple of this
+
+
+Node = Union[Conv, Block, ShuffleBlock, MaxPool, Classifier, Traced]
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -183,5 +228,9 @@ class Space:
     def uniform_channels(self, ratio: float) -> dict[str, int]:
         """Every searchable unit at ``ratio`` of its max (rounded as the space rounds)."""
         round_to = self.options.get("round_to", 1)
-        return {u.name: u.max if u.fixed else min(u.max, round_channels(u.max * ratio, round_to))
+        multiples: dict = {}
+        for node in self.nodes:
+            multiples.update(getattr(node, "multiples", {}))
+        return {u.name: u.max if u.fixed else
+                min(u.max, round_channels(u.max * ratio, math.lcm(round_to, multiples.get(u.name, 1))))
                 for u in self.units}

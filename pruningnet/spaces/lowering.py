@@ -10,7 +10,8 @@ generators, the latency terms, the spatial check and the criterion-pruning group
 Kinds: ``conv``, ``dwconv`` and ``linear`` carry weights (``weighted``); ``block`` (the residual add
 and block activation), ``maxpool``, ``se`` (a whole squeeze-excitation), ``shuffle`` (split, concat
 and channel shuffle) and ``head`` (global pool, flatten, linears, dropout) are what the latency table
-times besides the convs (``timed``). Adding a node type means one rule here (``_RULES``) and one in
+times besides the convs (``timed``); ``bn`` is a BatchNorm that follows no conv of its own (a
+traced network's pre-activation BN), counted but not timed. Adding a node type means one rule here (``_RULES``) and one in
 the builder (:mod:`pruningnet.build`).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .ir import (Block, Classifier, Conv, MaxPool, Node, Ref, Scaled, ShuffleBlock, SqueezeExcite,
+from .ir import (Block, Classifier, Conv, MaxPool, Node, Ref, Scaled, ShuffleBlock, SqueezeExcite, Traced,
                  conv_out_size)
 
 WEIGHTED = ("conv", "dwconv", "linear")
@@ -46,6 +47,9 @@ class Layer:
     out_class: int = -1  # channel-index class of the output (weighted layers)
     classes: int = 0  # head with a hidden layer: the final linear's outputs
     gate: str | None = None  # se: the gate's activation
+    bn_eps: float = 1e-5  # the BN's eps (a traced network keeps its own, e.g. 1e-3)
+    block: str = ""  # the block it belongs to (a generator's ``block`` input): a node's or module's path
+    groups: int = 1  # conv: groups of a grouped (not depthwise) conv; ``in`` and ``out`` are multiples of it
 
     @property
     def weighted(self) -> bool:
@@ -162,8 +166,19 @@ def _classifier(w: _Walk, c: Classifier, path: str) -> None:
                           c.num_classes, bias=True, timed=False, out_class=w.new_class()))
 
 
+def _traced(w: _Walk, t: Traced, path: str) -> None:
+    """A traced network's layers, lowered once when it was traced (:mod:`pruningnet.spaces.traced`);
+    its channel-index classes become classes of this walk."""
+    classes: dict[int, int] = {}
+    for x in t.layers:
+        if x.weighted:
+            x = replace(x, out_class=classes.setdefault(x.out_class, w.new_class()))
+        w.layers.append(x)
+
+
 _RULES: dict[type, Callable] = {Conv: lambda w, n, p: _conv(w, n, n.name, p), Block: _block,
-                                ShuffleBlock: _shuffle, MaxPool: _maxpool, Classifier: _classifier}
+                                ShuffleBlock: _shuffle, MaxPool: _maxpool, Classifier: _classifier,
+                                Traced: _traced}
 
 
 def feature_paths(nodes: tuple[Node, ...]):
@@ -183,7 +198,9 @@ def lower_nodes(nodes: tuple[Node, ...], input_size: int, in_channels: int) -> t
     w = _Walk(input_size, in_channels)
     try:
         for path, node in feature_paths(nodes):
+            start = len(w.layers)
             _RULES[type(node)](w, node, path)
+            w.layers[start:] = [x if x.block else replace(x, block=path) for x in w.layers[start:]]
     except _TooSmall as e:
         raise ValueError(f"layer {e.args[0]} has no output pixels at input size {input_size}") from None
     return tuple(replace(x, out_class=w.find(x.out_class)) if x.weighted else x for x in w.layers)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import UserError
-from .ir import Node, Space, Unit, ref_unit, round_channels
+from .ir import Node, Space, Unit, ref_units, round_channels
 from .lowering import lower_nodes
 
 MAX_RATIOS = 1000  # choices per unit; MetaPruning uses 31
@@ -40,6 +40,7 @@ class _Entry:
     describe: Describer
     defaults: dict
     summary: str
+    resolve: Callable[[dict], dict] | None = None  # a model space's own option resolution
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -70,10 +71,25 @@ def default_options(name: str) -> dict:
     return dict(_entry(name).defaults)
 
 
+#: defaults of ``model:MODULE:CALLABLE`` spaces (:mod:`pruningnet.spaces.model`); other options go to the callable
+MODEL_DEFAULTS: dict[str, Any] = {"input_size": 224, "in_channels": 3, "num_classes": None,
+                                  "ratios": METAPRUNING_RATIOS, "round_to": 1, "fixed_units": (), "leaf_modules": ()}
+
+
 def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown space {name!r}; accepted: {', '.join(list_spaces())}")
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    from . import model
+
+    if model.is_model_name(name):
+        def resolve(options: dict) -> dict:
+            return model.resolve_model_options(name, MODEL_DEFAULTS, options, _check_common)
+
+        return _Entry(name, lambda opts: model.describe(name, opts), dict(MODEL_DEFAULTS),
+                      "a PyTorch model traced with torch.fx: every conv/linear output a unit, tied by "
+                      "channel coupling", resolve)
+    raise UserError(f"unknown space {name!r}; accepted: {', '.join(list_spaces())} or "
+                    "model:MODULE:CALLABLE (any PyTorch CNN)")
 
 
 def parse_ratios(value: Any) -> tuple[float, ...]:
@@ -115,22 +131,32 @@ def _check_int(key: str, value: Any, lo: int, hi: int = 2**20) -> int:
 def resolve_options(name: str, options: dict | None = None) -> dict:
     """Defaults overlaid with ``options``; unknown keys and bad values raise :class:`UserError`."""
     entry = _entry(name)
+    if entry.resolve is not None:
+        return entry.resolve(options or {})
     opts = dict(entry.defaults)
     for key, value in (options or {}).items():
         if key not in opts:
             raise UserError(f"unknown option {key!r} for space {name}; accepted: "
                             f"{', '.join(sorted(opts))}")
         opts[key] = value
+    return _check_common(opts)
+
+
+def _check_common(opts: dict) -> dict:
+    """The checks every space's common options get (those ``opts`` has)."""
+    opts = dict(opts)
     opts["input_size"] = _check_int("input_size", opts["input_size"], 8, MAX_INPUT_SIZE)
     opts["in_channels"] = _check_int("in_channels", opts["in_channels"], 1)
-    opts["num_classes"] = _check_int("num_classes", opts["num_classes"], 1)
+    if opts["num_classes"] is not None or "width_mult" in opts:
+        opts["num_classes"] = _check_int("num_classes", opts["num_classes"], 1)
     opts["round_to"] = _check_int("round_to", opts["round_to"], 1)
-    wm = opts["width_mult"]
-    if isinstance(wm, bool) or not isinstance(wm, (int, float)) or not 0 < wm <= 8:
-        raise UserError(f"option width_mult={wm!r} must be a number in (0, 8]")
-    opts["width_mult"] = float(wm)
+    if "width_mult" in opts:
+        wm = opts["width_mult"]
+        if isinstance(wm, bool) or not isinstance(wm, (int, float)) or not 0 < wm <= 8:
+            raise UserError(f"option width_mult={wm!r} must be a number in (0, 8]")
+        opts["width_mult"] = float(wm)
     opts["ratios"] = list(parse_ratios(opts["ratios"]))
-    if not isinstance(opts["small_input"], bool):
+    if "small_input" in opts and not isinstance(opts["small_input"], bool):
         raise UserError(f"option small_input={opts['small_input']!r} must be true or false")
     fixed = opts["fixed_units"]
     if isinstance(fixed, str):
@@ -145,9 +171,9 @@ def _units_in_run_order(layers) -> list[str]:
     order: list[str] = []
     for layer in layers:
         for ref in (layer.in_ch, layer.out_ch):
-            unit = ref_unit(ref)
-            if unit is not None and unit not in order:
-                order.append(unit)
+            for unit in ref_units(ref):
+                if unit not in order:
+                    order.append(unit)
     return order
 
 
@@ -166,13 +192,16 @@ def get_space(name: str, **options: Any) -> Space:
     if unknown:
         raise UserError(f"option fixed_units names unknown unit {unknown[0]!r}; accepted: "
                         f"{', '.join(order)}")
+    multiples = {}  # a traced network's grouped convs: counts stay multiples of their groups
+    for node in nodes:
+        multiples.update(getattr(node, "multiples", {}))
     units = []
     for u in order:
         mx = unit_max[u]
+        step = math.lcm(opts["round_to"], multiples.get(u, 1))
         if u in opts["fixed_units"]:
             choices = (mx,)
         else:
-            choices = tuple(sorted({min(mx, round_channels(mx * r, opts["round_to"]))
-                                    for r in opts["ratios"]}))
+            choices = tuple(sorted({min(mx, round_channels(mx * r, step)) for r in opts["ratios"]}))
         units.append(Unit(u, mx, choices))
     return Space(name, opts, tuple(units), nodes, layers)
