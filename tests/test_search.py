@@ -203,3 +203,14 @@ def test_ray_requests_the_cluster_cannot_meet_are_refused_not_queued(smoke_run, 
     code, _, err = cli("train", run, "--spec", spec, "--recipe", "smoke", "--cpus-per-trial", 3)
     assert code == 2 and "--cpus-per-trial 3 / --gpus-per-trial 0 needs 3 CPU(s) (for one trial)" in err, err
     assert not (run / "train" / "plan.json").exists()
+
+
+def test_every_uniform_baseline_is_weakly_dominated_by_the_front(searched, cli):
+    """Searches start from every on-grid uniform vector that fits (seed_uniform), so no uniform
+    network the proxy scores higher sits above the front."""
+    code, out, err = cli("pareto", searched, "--json", "--baselines", 6)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["baselines"]) >= 2
+    for b in doc["baselines"]:
+        assert any(f["macs"] <= b["macs"] and f["top1"] >= b["top1"] for f in doc["front"]), b

@@ -48,6 +48,7 @@ class SearchConfig:
     crossover_prob: float = _DEFAULTS.crossover_prob
     generations: int = _DEFAULTS.generations
     objectives: tuple[str, ...] = _DEFAULTS.objectives
+    seed_uniform: bool = _DEFAULTS.seed_uniform  # start from every uniform-width vector that fits
     seed: int | None = None
     eval: SearchEvalConfig = field(default_factory=SearchEvalConfig)
 

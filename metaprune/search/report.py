@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from pruningnet.cost import cost_model
 from pruningnet.errors import UserError
 
@@ -28,32 +30,52 @@ def front_table(front: list[dict]) -> str:
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
 
 
-def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
-    """Near-uniform networks at ``count`` MACs targets spread over ``macs_values``' range.
+def uniform_levels(space) -> list[dict]:
+    """The space's on-grid uniform-width networks, narrowest first: at each width level every unit
+    takes its meta-training choice nearest that fraction of its max (the vectors a search's initial
+    population starts with, :func:`evolution.sampling.uniform_genes`)."""
+    from evolution import Problem
+    from evolution.sampling import uniform_genes
 
-    Each is the on-grid network nearest the uniform width of its target
-    (:meth:`~pruningnet.cost.CostModel.grid_uniform_for_budget`): the PruningNet only trained on the
-    space's choices, so a continuous uniform width between them would be scored off its grid.
+    cm = cost_model(space)
+    problem = Problem([u.choices for u in space.units], lambda x: {}, lambda c: 0.0)
+    genes = uniform_genes(problem)
+    chans = problem.channels(genes)
+    macs, params = cm.macs(chans), cm.params(chans)
+    out = []
+    for g, row in enumerate(chans):
+        ratio = float(np.mean([c / u.max for c, u in zip(row, space.units) if not u.fixed] or [1.0]))
+        out.append({"ratio": round(ratio, 4), "on_grid": True, "channels": dict(zip(space.unit_names, map(int, row))),
+                    "macs": int(macs[g]), "params": int(params[g])})
+    return sorted(out, key=lambda b: b["macs"])
+
+
+def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
+    """Uniform-width networks at ``count`` MACs targets spread over ``macs_values``' range: at each
+    target the widest of :func:`uniform_levels` within it (the narrowest if none is).
+
+    They are on the space's grid (the PruningNet only trained on its choices) and every search starts
+    from them (``seed_uniform``), so the front is never below a baseline the proxy scores higher.
     """
     if count <= 0 or not macs_values:
         return []
-    cm = cost_model(space)
-    lo_floor = int(cm.macs(space.uniform_channels(1e-6))[0])
-    lo, hi = max(min(macs_values), lo_floor), max(macs_values)
+    levels = uniform_levels(space)
+    lo, hi = max(min(macs_values), levels[0]["macs"]), max(macs_values)
     targets = [lo + (hi - lo) * i / max(count - 1, 1) for i in range(count)]
     out, seen = [], set()
     for t in targets:
-        ratio, channels, macs = cm.grid_uniform_for_budget(int(t))
-        key = tuple(channels[u] for u in space.unit_names)
+        fit = [b for b in levels if b["macs"] <= t] or levels[:1]
+        key = json.dumps(fit[-1]["channels"], sort_keys=True)
         if key not in seen:
             seen.add(key)
-            out.append({"ratio": round(ratio, 4), "on_grid": True, "channels": channels, "macs": macs,
-                        "params": int(cm.params(channels)[0])})
+            out.append(fit[-1])
     return out
 
 
-def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) -> list[dict]:
-    """Proxy top-1 of each baseline; cached in ``RUN/search/baselines.json`` by channel vector."""
+def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory,
+                    searched: list[dict] | None = None) -> list[dict]:
+    """Proxy top-1 of each baseline; cached in ``RUN/search/baselines.json`` by channel vector. A
+    baseline the search evaluated (among ``searched``, candidate records) takes the search's score."""
     from ..runs import open_run
 
     f = search_dir(run_path) / BASELINES_FILE
@@ -65,11 +87,14 @@ def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) 
     if doc.get("pruningnet") != fingerprint:
         doc = {"baselines": []}  # scored by another PruningNet: score again
     cache = {json.dumps(b["channels"], sort_keys=True): b for b in doc["baselines"]}
+    known = {json.dumps(c["channels"], sort_keys=True): c["top1"] for c in searched or []}
     scorer = None
     out = []
     for v in vectors:
         key = json.dumps(v["channels"], sort_keys=True)
-        if key not in cache:
+        if key in known:
+            cache[key] = {**v, "top1": known[key]}
+        elif key not in cache:
             scorer = scorer or scorer_factory()
             cache[key] = {**v, "top1": scorer(tuple(v["channels"][u] for u in space.unit_names))}
         out.append(cache[key])
