@@ -50,21 +50,32 @@ def uniform_levels(space) -> list[dict]:
     return sorted(out, key=lambda b: b["macs"])
 
 
-def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
+def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | None = None) -> list[dict]:
     """Uniform-width networks at ``count`` MACs targets spread over ``macs_values``' range: at each
-    target the widest of :func:`uniform_levels` within it (the narrowest if none is).
+    target the widest within it (the narrowest if none is) of :func:`uniform_levels` and, when the
+    search had a MACs budget, the on-grid uniform network nearest that budget
+    (:meth:`~pruningnet.cost.CostModel.grid_uniform_for_budget`).
 
     They are on the space's grid (the PruningNet only trained on its choices) and every search starts
     from them (``seed_uniform``), so the front is never below a baseline the proxy scores higher.
     """
     if count <= 0 or not macs_values:
         return []
-    levels = uniform_levels(space)
-    lo, hi = max(min(macs_values), levels[0]["macs"]), max(macs_values)
+    pool = uniform_levels(space)
+    if budgets and "macs" in budgets:
+        cm = cost_model(space)
+        try:
+            ratio, ch, macs = cm.grid_uniform_for_budget(int(budgets["macs"]))
+            pool.append({"ratio": round(ratio, 4), "on_grid": True, "channels": ch, "macs": macs,
+                         "params": int(cm.params(ch)[0])})
+        except UserError:
+            pass
+        pool.sort(key=lambda b: b["macs"])
+    lo, hi = max(min(macs_values), pool[0]["macs"]), max(macs_values)
     targets = [lo + (hi - lo) * i / max(count - 1, 1) for i in range(count)]
     out, seen = [], set()
     for t in targets:
-        fit = [b for b in levels if b["macs"] <= t] or levels[:1]
+        fit = [b for b in pool if b["macs"] <= t] or pool[:1]
         key = json.dumps(fit[-1]["channels"], sort_keys=True)
         if key not in seen:
             seen.add(key)
