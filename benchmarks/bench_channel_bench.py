@@ -97,6 +97,13 @@ def summary(xs: list[float]) -> dict:
             "min": round(min(xs), 4), "max": round(max(xs), 4)}
 
 
+def sign_test(wins: int, losses: int) -> float | None:
+    """Two-sided sign test of wins against losses (ties dropped); None without any."""
+    from scipy.stats import binomtest
+
+    return round(float(binomtest(wins, wins + losses).pvalue), 4) if wins + losses else None
+
+
 def hv(points: np.ndarray, ref: np.ndarray) -> float:
     return hypervolume(points, ref)
 
@@ -190,7 +197,8 @@ def main() -> None:
                                "oracle_found": f"{hit}/{args.seeds}", "top_pct": summary(pct),
                                "evaluations": summary(evals), "first_evaluation_of_best": summary(first),
                                "random_same_evaluations": {"best_mean": summary(rbest), "top_pct": summary(rpct)},
-                               "wins_ties_losses_vs_random": [wins, ties, args.seeds - wins - ties]}
+                               "wins_ties_losses_vs_random": [wins, ties, args.seeds - wins - ties],
+                               "sign_test_p_vs_random": sign_test(wins, args.seeds - wins - ties)}
             rows[name] = row
         report["spaces"][space] = {"max_flops": int(top), "budgets": rows,
                                    "pareto_hypervolume_vs_true_front": summary(pareto_hv),
@@ -198,7 +206,7 @@ def main() -> None:
         print(f"== {space} (max {top / 1e6:.1f}M FLOPs); NSGA-II front hypervolume / true front "
               f"{summary(pareto_hv)['mean']:.4f} (random, same evaluations, {summary(random_hv)['mean']:.4f})")
         print(f"{'budget':>22} {'oracle':>7} {'uniform':>7} {'method':>30} {'best':>14} {'top %':>6} "
-              f"{'evals':>6} {'random':>14} {'W/T/L':>8}")
+              f"{'evals':>6} {'random':>14} {'W/T/L':>8} {'sign p':>6}")
         for name, row in rows.items():
             for method in ("constrained", "constrained-no-uniform-seeds", "pareto"):
                 m = row[method]
@@ -206,7 +214,8 @@ def main() -> None:
                       f"{m['best_mean']['mean']:7.3f}+-{m['best_mean']['std']:.3f} {m['top_pct']['mean']:6.2f} "
                       f"{m['evaluations']['mean']:6.0f} {m['random_same_evaluations']['best_mean']['mean']:7.3f}+-"
                       f"{m['random_same_evaluations']['best_mean']['std']:.3f} "
-                      f"{'/'.join(map(str, m['wins_ties_losses_vs_random'])):>8}")
+                      f"{'/'.join(map(str, m['wins_ties_losses_vs_random'])):>8} "
+                      f"{m['sign_test_p_vs_random'] if m['sign_test_p_vs_random'] is not None else '-':>6}")
         sys.stdout.flush()
     report["wall_s"] = round(time.time() - t0, 1)
     if args.json:
