@@ -192,7 +192,8 @@ def main() -> None:
                     rpct.append(top_pct(r))
                 wins = sum(a > r for a, r in zip(best, rbest))
                 ties = sum(a == r for a, r in zip(best, rbest))
-                row[method] = {"best_mean": summary(best), "vs_uniform": round(statistics.mean(best) - mean[uni[k_uni]], 3),
+                row[method] = {"best_mean": summary(best),
+                               "vs_uniform": round(statistics.mean(best) - mean[uni[k_uni]], 3),
                                "vs_oracle": round(statistics.mean(best) - mean[oracle_i], 3),
                                "oracle_found": f"{hit}/{args.seeds}", "top_pct": summary(pct),
                                "evaluations": summary(evals), "first_evaluation_of_best": summary(first),

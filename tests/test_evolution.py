@@ -213,7 +213,8 @@ def test_uniform_seeding_makes_the_search_at_least_as_good_as_uniform(space):
     mine = tuple(u.choices[len(u.choices) // 3] for u in space.units)
     seeded = run_search(problem, few, seed=0, initial=[mine, widest])
     first = [tuple(c["channels"]) for c in seeded.candidates if c["generation"] == 0]
-    assert (mine in first) == bool(problem.feasible(problem.costs(np.array([[len(u.choices) // 3 for u in space.units]])))[0])
+    mine_fits = problem.feasible(problem.costs(np.array([[len(u.choices) // 3 for u in space.units]])))[0]
+    assert (mine in first) == bool(mine_fits)
     assert widest not in first
     with pytest.raises(ValueError, match="is not one of its choices"):
         run_search(problem, few, seed=0, initial=[tuple(c + 1 for c in widest)])

@@ -71,7 +71,8 @@ FONT_PACKAGES: dict[str, tuple[str, ...]] = {
     "fonts-go": ("fonts-go/Go-Regular.ttf", "fonts-go/Go-Italic.ttf", "fonts-go/Go-Bold*.ttf",
                  "fonts-go/Go-Medium*.ttf", "fonts-go/Go-Mono*.ttf"),  # not Go-Smallcaps: a = A there
     "fonts-cantarell": ("opentype/cantarell/Cantarell-*.otf",),
-    "fonts-linuxlibertine": ("opentype/linux-libertine/LinLibertine_R.otf", "opentype/linux-libertine/LinLibertine_*.otf",
+    "fonts-linuxlibertine": ("opentype/linux-libertine/LinLibertine_R.otf",
+                             "opentype/linux-libertine/LinLibertine_*.otf",
                              "opentype/linux-libertine/LinBiolinum_R*.otf"),
     "fonts-ebgaramond": ("opentype/ebgaramond/EBGaramond*.otf",),
     "fonts-sil-gentium": ("truetype/gentium/Gentium-*.ttf",),
@@ -176,7 +177,8 @@ def family_name(path: Path) -> str:
         return design_name(str(rec) if rec is not None else path.stem)
 
 
-_STYLE_SUFFIX = re.compile(r"\s*(Bold|Italic|Oblique|Light|Medium|Condensed|Narrow|Caption|Display|Math|No\d|Std|Pro|O)$")
+_STYLE_SUFFIX = re.compile(
+    r"\s*(Bold|Italic|Oblique|Light|Medium|Condensed|Narrow|Caption|Display|Math|No\d|Std|Pro|O)$")
 
 
 def design_name(family: str) -> str:
