@@ -51,9 +51,9 @@ def uniform_levels(space) -> list[dict]:
 
 
 def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | None = None) -> list[dict]:
-    """Uniform-width networks at ``count`` MACs targets spread over ``macs_values``' range: at each
-    target the widest within it (the narrowest if none is) of :func:`uniform_levels` and, when the
-    search had a MACs budget, the on-grid uniform network nearest that budget
+    """Up to ``count`` uniform-width networks spread over ``macs_values``' range (from the widest at or
+    below its low end to the widest at or below its high end, evenly by rank): :func:`uniform_levels`
+    and, when the search had a MACs budget, the on-grid uniform network nearest that budget
     (:meth:`~pruningnet.cost.CostModel.grid_uniform_for_budget`).
 
     They are on the space's grid (the PruningNet only trained on its choices) and every search starts
@@ -66,21 +66,19 @@ def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | 
         cm = cost_model(space)
         try:
             ratio, ch, macs = cm.grid_uniform_for_budget(int(budgets["macs"]))
-            pool.append({"ratio": round(ratio, 4), "on_grid": True, "channels": ch, "macs": macs,
-                         "params": int(cm.params(ch)[0])})
+            if all(b["channels"] != ch for b in pool):
+                pool.append({"ratio": round(ratio, 4), "on_grid": True, "channels": ch, "macs": macs,
+                             "params": int(cm.params(ch)[0])})
         except UserError:
             pass
         pool.sort(key=lambda b: b["macs"])
-    lo, hi = max(min(macs_values), pool[0]["macs"]), max(macs_values)
-    targets = [lo + (hi - lo) * i / max(count - 1, 1) for i in range(count)]
-    out, seen = [], set()
-    for t in targets:
-        fit = [b for b in pool if b["macs"] <= t] or pool[:1]
-        key = json.dumps(fit[-1]["channels"], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append(fit[-1])
-    return out
+    lo, hi = min(macs_values), max(macs_values)
+    below = [i for i, b in enumerate(pool) if b["macs"] <= lo]
+    first = below[-1] if below else 0  # the widest at or below the narrowest candidate
+    last = max([i for i, b in enumerate(pool) if b["macs"] <= hi], default=0)
+    span = pool[first:max(first, last) + 1]
+    picks = np.unique(np.linspace(0, len(span) - 1, min(count, len(span))).round().astype(int))
+    return [span[i] for i in picks]
 
 
 def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory,
