@@ -50,7 +50,8 @@ def uniform_levels(space) -> list[dict]:
     return sorted(out, key=lambda b: b["macs"])
 
 
-def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | None = None) -> list[dict]:
+def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | None = None,
+                     evaluated: list[dict] | None = None) -> list[dict]:
     """Up to ``count`` uniform-width networks spread over ``macs_values``' range (from the widest at or
     below its low end to the widest at or below its high end, evenly by rank): :func:`uniform_levels`
     and, when the search had a MACs budget, the on-grid uniform network nearest that budget
@@ -58,6 +59,8 @@ def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | 
 
     They are on the space's grid (the PruningNet only trained on its choices) and every search starts
     from them (``seed_uniform``), so the front is never below a baseline the proxy scores higher.
+    Given ``evaluated`` (the search's candidate records), only those the search evaluated are drawn
+    (when it evaluated any): a population too small for every level got a thinned set.
     """
     if count <= 0 or not macs_values:
         return []
@@ -72,6 +75,9 @@ def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | 
         except UserError:
             pass
         pool.sort(key=lambda b: b["macs"])
+    if evaluated:
+        seen_channels = {json.dumps(c["channels"], sort_keys=True) for c in evaluated}
+        pool = [b for b in pool if json.dumps(b["channels"], sort_keys=True) in seen_channels] or pool
     lo, hi = min(macs_values), max(macs_values)
     below = [i for i, b in enumerate(pool) if b["macs"] <= lo]
     first = below[-1] if below else 0  # the widest at or below the narrowest candidate
