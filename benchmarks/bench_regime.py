@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True)
+    ap.add_argument("--config", default="quickstart",
+                    help="meta-training config whose space and data the regime uses (quickstart_glyphs: glyphs)")
     ap.add_argument("--width-mult", type=float, required=True)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--train-images", type=int, default=3500)
@@ -51,7 +53,7 @@ def main() -> None:
     t0 = time.time()
     run_dir = Path(args.out) / f"regime-{args.name}"
     if not (run_dir / "config.yaml").is_file():  # a run only for its space, split and data
-        code = metaprune(["train-pruningnet", "-c", "quickstart", "--run-dir", str(run_dir), "--quiet",
+        code = metaprune(["train-pruningnet", "-c", args.config, "--run-dir", str(run_dir), "--quiet",
                           "--set", f"space.options.width_mult={args.width_mult}", "--set", "train.max_steps=1"])
         if code != 0:
             raise SystemExit(f"creating {run_dir} exited {code}")
@@ -85,7 +87,8 @@ def main() -> None:
     gap = rows["full"]["mean"] - rows["baseline"]["mean"]
     spread = max(rows["full"]["std"], rows["baseline"]["std"])
     qualifies = gap >= 0.03 and spread <= gap / 3
-    report = {"name": args.name, "width_mult": args.width_mult, "epochs": args.epochs, "lr": cfg.recipe.lr,
+    report = {"name": args.name, "config": args.config, "dataset": run.config.data.name,
+              "width_mult": args.width_mult, "epochs": args.epochs, "lr": cfg.recipe.lr,
               "warmup_epochs": cfg.recipe.warmup_epochs, "augment": cfg.recipe.augment,
               "train_images": args.train_images, "test_images": args.test_images, "seeds": args.seeds,
               "full_macs": full_macs, "rows": rows, "gap": gap, "max_std": spread, "qualifies": qualifies,

@@ -43,3 +43,33 @@ def sample(problem: Problem, n: int, rng: np.random.Generator, spread: float = 0
     raw = level * upper + rng.normal(0.0, spread, (n, problem.n_genes)) * upper
     genes = np.clip(np.rint(raw), 0, upper).astype(np.int64)
     return repair(problem, genes, rng)
+
+
+def uniform_genes(problem: Problem) -> np.ndarray:
+    """The on-grid uniform-width vectors of ``problem``, narrowest first: at each width level ``r``
+    (every ``choice / largest choice`` of any gene), each gene takes its choice nearest
+    ``r * largest`` (ties to the narrower). Duplicates are dropped; the first row is every gene at
+    its smallest choice, the last every gene at its largest."""
+    levels = sorted({c / ch[-1] for ch in problem.choices for c in ch})
+    rows, seen = [], set()
+    for r in levels:
+        row = tuple(min(range(len(ch)), key=lambda i: (abs(ch[i] - r * ch[-1]), ch[i])) for ch in problem.choices)
+        if row not in seen:
+            seen.add(row)
+            rows.append(row)
+    return np.array(rows, dtype=np.int64).reshape(-1, problem.n_genes)
+
+
+def channels_to_genes(problem: Problem, channels) -> np.ndarray:
+    """(N, G) channel counts -> gene indices; ``ValueError`` naming a count that is not a choice."""
+    channels = np.atleast_2d(np.asarray(channels, dtype=np.int64))
+    if channels.shape[1] != problem.n_genes:
+        raise ValueError(f"a seed vector has {channels.shape[1]} genes; accepted: {problem.n_genes}")
+    out = np.empty_like(channels)
+    for g, ch in enumerate(problem.choices):
+        index = {c: i for i, c in enumerate(ch)}
+        for n, c in enumerate(channels[:, g]):
+            if int(c) not in index:
+                raise ValueError(f"seed vector {n}: {int(c)} channels at gene {g} is not one of its choices {list(ch)}")
+            out[n, g] = index[int(c)]
+    return out

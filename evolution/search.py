@@ -17,6 +17,7 @@ from deap import tools
 
 from .pareto import nondominated_mask
 from .problem import Problem
+from .sampling import channels_to_genes, uniform_genes
 from .toolbox import MAX_COST_OBJECTIVES, STRATEGIES, make_toolbox
 
 STATE_FORMAT = "evolution.state/1"
@@ -32,7 +33,9 @@ class EvolutionSettings:
     ``population + (generations - 1) * (mutations + crossovers)`` vectors are evaluated.
     ``parents`` is the top-k that breeds in ``constrained``; ``pareto`` breeds from an NSGA-II
     population of ``population`` vectors. ``objectives`` are the cost keys ``pareto`` minimises
-    (and the front of either strategy is taken over).
+    (and the front of either strategy is taken over). ``seed_uniform``: the initial population
+    holds every on-grid uniform-width vector that fits the budgets (:func:`~evolution.sampling.uniform_genes`),
+    so no uniform network the fitness scores higher is missed; the rest is sampled.
     """
 
     strategy: str = "constrained"
@@ -44,6 +47,7 @@ class EvolutionSettings:
     crossover_prob: float = 0.5
     generations: int = 20
     objectives: tuple[str, ...] = ("macs",)
+    seed_uniform: bool = True
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -58,6 +62,7 @@ class EvolutionSettings:
             (0.0 <= self.mutation_prob <= 1.0, "mutation_prob", "in [0, 1]"),
             (0.0 <= self.crossover_prob <= 1.0, "crossover_prob", "in [0, 1]"),
             (self.generations >= 1, "generations", ">= 1"),
+            (isinstance(self.seed_uniform, bool), "seed_uniform", "true or false"),
             (1 <= len(self.objectives) <= MAX_COST_OBJECTIVES
              and len(set(self.objectives)) == len(self.objectives), "objectives",
              f"1 to {MAX_COST_OBJECTIVES} distinct cost keys"),
@@ -76,6 +81,13 @@ class EvolutionSettings:
         d = dict(d)
         d["objectives"] = tuple(d.get("objectives", ("macs",)))
         return cls(**d)
+
+    def matches(self, saved: Mapping[str, Any]) -> bool:
+        """Whether a saved state's settings are these (keys added since it was saved at their defaults)."""
+        try:
+            return EvolutionSettings.from_dict(saved).to_dict() == self.to_dict()
+        except TypeError:
+            return False
 
 
 @dataclass(frozen=True)
@@ -120,10 +132,11 @@ class _Search:
     """One search's mutable state; see :func:`run_search`."""
 
     def __init__(self, problem: Problem, settings: EvolutionSettings, seed: int, map_fn: Callable,
-                 on_generation: Callable[[dict], None] | None):
+                 on_generation: Callable[[dict], None] | None, initial=()):
         settings.validate()
         problem.check_budgets()
         self.problem, self.settings, self.seed = problem, settings, int(seed)
+        self.initial = channels_to_genes(problem, initial) if len(initial) else np.zeros((0, problem.n_genes), np.int64)
         self.on_generation = on_generation
         self.rng = np.random.default_rng(self.seed)
         # DEAP's operators use the `random` module: this search owns a state of its own.
@@ -184,16 +197,42 @@ class _Search:
         return len(new)
 
     # -- variation --------------------------------------------------------------------------
+    def seeds(self) -> np.ndarray:
+        """The vectors the initial population starts with: the caller's ``initial`` ones, then (with
+        ``seed_uniform``) the uniform-width ones, all that fit the budgets, without duplicates; at
+        most ``population`` of them (the caller's first, then uniform ones spread over the widths,
+        the widest that fits always among them)."""
+        uni = uniform_genes(self.problem) if self.settings.seed_uniform else self.initial[:0]
+        out, seen = [], set()
+        for group in (self.initial, uni):
+            if not len(group):
+                continue
+            ok = self.problem.feasible(self.problem.costs(group)) if self.problem.budgets else np.ones(len(group), bool)
+            rows = []
+            for r, fit in zip(group, ok):
+                key = tuple(int(g) for g in r)
+                if fit and key not in seen:
+                    seen.add(key)
+                    rows.append(key)
+            room = self.settings.population - len(out)
+            if len(rows) > room:  # evenly spread, the last (widest) kept
+                rows = [rows[i] for i in np.unique(np.linspace(len(rows) - 1, 0, max(room, 0)).round().astype(int))]
+            out.extend(rows)
+        return np.array(out, dtype=np.int64).reshape(-1, self.problem.n_genes)
+
     def _initial(self) -> list:
         want = self.settings.population
         pop, seen = [], set()
+        for row in self.seeds():
+            seen.add(tuple(int(g) for g in row))
+            pop.append(self.toolbox.individual(row))
         for _ in range(ATTEMPTS_PER_CHILD):
+            if len(pop) >= want:
+                break
             for ind in self.toolbox.population(want - len(pop)):
                 if tuple(ind) not in seen:
                     seen.add(tuple(ind))
                     pop.append(ind)
-            if len(pop) == want:
-                break
         return pop
 
     def _breed(self) -> list:
@@ -292,8 +331,10 @@ class _Search:
     def restore(self, state: Mapping[str, Any]) -> None:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"state format {state.get('format')!r} is not {STATE_FORMAT!r}")
-        mine = {"seed": self.seed, "settings": self.settings.to_dict(),
-                "choices": [list(ch) for ch in self.problem.choices], "budgets": dict(self.problem.budgets)}
+        if not self.settings.matches(state["settings"]):
+            raise ValueError(f"the saved search has settings={state['settings']!r}, not {self.settings.to_dict()!r}")
+        mine = {"seed": self.seed, "choices": [list(ch) for ch in self.problem.choices],
+                "budgets": dict(self.problem.budgets)}
         for key, value in mine.items():
             if state[key] != value:
                 raise ValueError(f"the saved search has {key}={state[key]!r}, not {value!r}")
@@ -311,14 +352,17 @@ class _Search:
 
 
 def run_search(problem: Problem, settings: EvolutionSettings = EvolutionSettings(), *, seed: int = 0,
-               map_fn: Callable = map, on_generation: Callable[[dict], None] | None = None) -> SearchResult:
+               map_fn: Callable = map, on_generation: Callable[[dict], None] | None = None,
+               initial=()) -> SearchResult:
     """Search ``problem`` with ``settings``; budgets are checked before any evaluation.
 
     ``map_fn(fitness_fn, channel_tuples)`` evaluates a generation's new vectors (builtin ``map`` by
     default; an actor pool's map for parallel evaluation). ``on_generation(state)`` is called after
-    every generation with a JSON-ready state.
+    every generation with a JSON-ready state. ``initial``: channel vectors (e.g. a uniform network
+    at the budget, criterion-pruned networks) the initial population starts with; those over a
+    budget are left out.
     """
-    return _Search(problem, settings, seed, map_fn, on_generation).run()
+    return _Search(problem, settings, seed, map_fn, on_generation, initial).run()
 
 
 def resume_search(problem: Problem, settings: EvolutionSettings, state: Mapping[str, Any], *,

@@ -175,3 +175,52 @@ def test_hypervolume_and_nondominated_mask():
     assert nondominated_mask(pts).tolist() == [True, True, True, False]
     assert hypervolume(pts, np.array([4.0, 4.0])) == pytest.approx(6.0)
     assert hypervolume(pts, np.array([0.5, 0.5])) == 0.0
+
+
+class Unevenness:
+    """Width minus five times the spread of the per-gene width fractions: uniform vectors are the
+    peaks, which random sampling and mutation almost never hit exactly."""
+
+    def __init__(self, space):
+        self.max = np.array([u.max for u in space.units], dtype=np.float64)
+
+    def __call__(self, channels: tuple) -> float:
+        r = np.array(channels) / self.max
+        return float(r.mean() - 5.0 * r.std())
+
+
+def test_uniform_seeding_makes_the_search_at_least_as_good_as_uniform(space):
+    from evolution.sampling import uniform_genes
+
+    budget = {"macs": 12_000_000}
+    problem = make_problem(space, budget, Unevenness(space))
+    uni = uniform_genes(problem)
+    assert (uni[0] == 0).all() and (uni[-1] == problem.upper).all()
+    assert (np.diff(problem.costs(uni)["macs"]) > 0).all()  # narrowest first, each level wider
+    ok = problem.feasible(problem.costs(uni))
+    assert 1 <= ok.sum() < len(uni)
+    best_uniform = max(problem.fitness_fn(tuple(int(c) for c in row)) for row in problem.channels(uni[ok]))
+    few = EvolutionSettings(population=12, parents=4, mutations=4, crossovers=4, generations=3)
+    on = run_search(problem, few, seed=0)
+    gen0 = {tuple(c["genes"]) for c in on.candidates if c["generation"] == 0}
+    assert {tuple(int(g) for g in row) for row in uni[ok]} <= gen0  # every uniform vector that fits
+    assert all(c["macs"] <= budget["macs"] for c in on.candidates)
+    assert on.best["score"] >= best_uniform
+    off = run_search(problem, dataclasses_replace(few, seed_uniform=False), seed=0)
+    assert off.best["score"] < best_uniform - 0.05  # without the seeds the same search misses it
+    # a caller's seed vector is in generation 0; one over the budget is left out; an off-grid one refused
+    widest = tuple(u.choices[-1] for u in space.units)
+    mine = tuple(u.choices[len(u.choices) // 3] for u in space.units)
+    seeded = run_search(problem, few, seed=0, initial=[mine, widest])
+    first = [tuple(c["channels"]) for c in seeded.candidates if c["generation"] == 0]
+    mine_fits = problem.feasible(problem.costs(np.array([[len(u.choices) // 3 for u in space.units]])))[0]
+    assert (mine in first) == bool(mine_fits)
+    assert widest not in first
+    with pytest.raises(ValueError, match="is not one of its choices"):
+        run_search(problem, few, seed=0, initial=[tuple(c + 1 for c in widest)])
+
+
+def dataclasses_replace(settings, **kw):
+    import dataclasses
+
+    return dataclasses.replace(settings, **kw)

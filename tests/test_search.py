@@ -203,3 +203,33 @@ def test_ray_requests_the_cluster_cannot_meet_are_refused_not_queued(smoke_run, 
     code, _, err = cli("train", run, "--spec", spec, "--recipe", "smoke", "--cpus-per-trial", 3)
     assert code == 2 and "--cpus-per-trial 3 / --gpus-per-trial 0 needs 3 CPU(s) (for one trial)" in err, err
     assert not (run / "train" / "plan.json").exists()
+
+
+def test_every_uniform_baseline_is_weakly_dominated_by_the_front(searched, cli):
+    """Searches start from every on-grid uniform vector that fits (seed_uniform), so no uniform
+    network the proxy scores higher sits above the front."""
+    code, out, err = cli("pareto", searched, "--json", "--baselines", 6)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["baselines"]) >= 2
+    for b in doc["baselines"]:
+        assert any(f["macs"] <= b["macs"] and f["top1"] >= b["top1"] for f in doc["front"]), b
+
+
+def test_seed_vectors_are_the_budgets_uniform_network_and_on_grid_criterion_specs(smoke_run, budget, tmp_path):
+    from metaprune.store.runs import open_run
+    from metaprune.search.runner import seed_vectors
+    from metaprune.store.specfile import save_spec
+    from pruningnet.spec import make_spec
+
+    run = open_run(copy_run(smoke_run, tmp_path / "s"))
+    space = run.space
+    _, ch, _ = cost_model(space).grid_uniform_for_budget(budget["macs"])
+    assert seed_vectors(run, {"macs": budget["macs"]}) == [tuple(ch[u] for u in space.unit_names)]
+    on_grid = {u.name: u.choices[len(u.choices) // 2] for u in space.units}
+    off_grid = {**on_grid, space.units[0].name: space.units[0].choices[0] + 1}
+    (run.path / "baselines").mkdir(exist_ok=True)
+    save_spec(make_spec(space, on_grid), run.path / "baselines" / "l1-1M.json")
+    save_spec(make_spec(space, off_grid), run.path / "baselines" / "bn-1M.json")
+    (run.path / "baselines" / "report.json").write_text("{}")  # not a spec: skipped
+    assert seed_vectors(run, {}) == [tuple(on_grid[u] for u in space.unit_names)]

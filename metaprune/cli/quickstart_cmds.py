@@ -30,9 +30,13 @@ def _step(title: str, args: list[str]) -> None:
 @click.option("--smoke", is_flag=True, help="Tiny settings (under 2 minutes) to check an install.")
 @click.option("--budget-fraction", type=click.FloatRange(0.05, 1.0), default=0.5, show_default=True,
               help="Export the best vector under this fraction of the largest member's MACs.")
-def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None:
+@click.option("--data", "dataset", type=click.Choice(["mnist5k", "glyphs"]), default="mnist5k", show_default=True,
+              help="mnist5k: the embedded MNIST digits; glyphs: 62 characters rendered from Debian fonts, "
+                   "split by font (configs quickstart_glyphs.yaml).")
+def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float, dataset: str) -> None:
     """Meta-train, Pareto-search, export and scratch-train (with its uniform baseline) on the
-    embedded MNIST digits: small-input MobileNetV2. Budgets are MACs (the papers' FLOPs)."""
+    embedded MNIST digits (or, with --data glyphs, characters of held-out fonts): small-input
+    MobileNetV2. Budgets are MACs (the papers' FLOPs)."""
     from pruningnet.cost import cost_model
 
     if not 0.05 <= budget_fraction <= 1.0:  # FloatRange lets nan through
@@ -41,16 +45,22 @@ def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None
     from ..store.runs import open_run
 
     name = "smoke" if smoke else "quickstart"
-    run = Path(run_dir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    glyphs = dataset == "glyphs"
+    run = Path(run_dir or f"runs/{name}{'-glyphs' if glyphs else ''}-{time.strftime('%Y%m%d-%H%M%S')}")
     cfg = CONFIG_ROOT / f"{name}.yaml"
+    data_args = []
+    if glyphs:  # its own config; --smoke: the smoke config on glyphs
+        cfg = CONFIG_ROOT / ("smoke.yaml" if smoke else "quickstart_glyphs.yaml")
+        # --smoke: as many steps as mnist5k's one epoch, not one pass over ~39,000 glyphs
+        data_args = ["--set", "data.name=glyphs", "--set", "train.max_steps=70"] if smoke else []
     if (run / "pruningnet.pt").is_file():
         click.echo(f"reusing the trained PruningNet in {run}", err=True)
     elif (run / "config.yaml").is_file():
         _step("meta-train (resume)", ["train-pruningnet", "--resume", str(run), "--quiet"])
     else:
         _step("meta-train", ["train-pruningnet", "-c", str(cfg), "--run-dir", str(run), "--quiet",
-                             *(SMOKE_META_TRAIN if smoke else [])])
-    search_cfg = CONFIG_ROOT / "search" / f"{name}.yaml"
+                             *data_args, *(SMOKE_META_TRAIN if smoke else [])])
+    search_cfg = CONFIG_ROOT / "search" / f"{name}{'_glyphs' if glyphs and not smoke else ''}.yaml"
     if (run / "search" / "front.json").is_file() and (run / "search" / "state.json").is_file():
         _step("search (resume)", ["search", str(run), "--resume", "--quiet"])
     else:
@@ -63,6 +73,8 @@ def quickstart(run_dir: str | None, smoke: bool, budget_fraction: float) -> None
     _step("export", ["export", str(run), "--max-macs", str(budget), "-o", str(best)])
     epochs = ["--epochs", "1"] if smoke else ["--epochs", "4", "--set", "recipe.max_train_images=3500",
                                                "--set", "recipe.max_test_images=1000"]
+    if glyphs and not smoke:  # 62 classes: more images per class, every test image of the held-out fonts
+        epochs = ["--epochs", "4", "--set", "recipe.max_train_images=12400", "--set", "recipe.max_test_images=4000"]
     _step("scratch training", ["train", str(run), "--spec", str(best), "--recipe", "smoke", "--quiet", *epochs])
     _step("report", ["report", str(run)])
     click.echo(f"\nrun directory: {run}  (front plot: {run / 'search' / 'pareto.png'}, "

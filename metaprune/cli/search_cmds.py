@@ -157,8 +157,8 @@ def pareto(run_dir, baselines, device, as_json) -> None:
     run = open_run(run_dir)
     front_doc = read_front(run.path)
     cands = read_candidates(run.path)["candidates"]
-    vectors = baseline_vectors(run.space, [c["macs"] for c in cands], baselines)
-    base = score_baselines(run.path, run.space, vectors, _scorer_factory(run.path, device))
+    vectors = baseline_vectors(run.space, [c["macs"] for c in cands], baselines, front_doc["budgets"], cands)
+    base = score_baselines(run.path, run.space, vectors, _scorer_factory(run.path, device), cands)
     png = plot_front(search_dir(run.path) / PLOT_FILE, cands, front_doc["front"], base,
                      f"{run.path.name}: {front_doc['strategy']} search, {len(cands)} candidates")
     if as_json:

@@ -19,6 +19,7 @@ class DataConfig:
     test_per_class: int | None = None  # in-wheel data only: images per class held out as the test split; null: 100 (digits: 36)
     image_size: int | None = None  # imagefolder only
     workers: int | None = None  # imagefolder DataLoader workers; None: min(8, CPUs this process may use)
+    font_dir: str | None = None  # glyphs only: the font root (None: $METAPRUNE_FONTS or /usr/share/fonts)
 
     def validate(self, prefix: str = "") -> None:
         check(self.name in DATASETS, prefix + "name", self.name, ", ".join(DATASETS))
@@ -31,4 +32,4 @@ class DataConfig:
     def load(self, seed: int) -> DataSplits:
         return load_data(self.name, root=self.root, seed=seed, download=self.download,
                          search_per_class=self.search_per_class, test_per_class=self.test_per_class,
-                         image_size=self.image_size, workers=self.workers)
+                         image_size=self.image_size, workers=self.workers, font_dir=self.font_dir)

@@ -12,7 +12,7 @@ from pruningnet.errors import UserError
 
 from .splits import DataSplits, TensorSplit, stratified_carve
 
-DATASETS = ("mnist5k", "digits", "synthetic", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("mnist5k", "digits", "synthetic", "glyphs", "cifar10", "cifar100", "imagefolder")
 TEST_SEED = 20190318  # the test split of the in-wheel datasets is fixed, whatever the run's seed
 
 MNIST_STATS = ((0.1307,), (0.3081,))
@@ -25,16 +25,20 @@ DEFAULT_PER_CLASS = {"mnist5k": (50, 100), "digits": (30, 36), "synthetic": (50,
 
 def load_data(name: str, *, root: str | None = None, seed: int = 0, search_per_class: int | None = None,
               test_per_class: int | None = None, download: bool = False, image_size: int | None = None,
-              num_classes: int = 10, train_per_class: int = 200, workers: int | None = None) -> DataSplits:
+              num_classes: int = 10, train_per_class: int = 200, workers: int | None = None,
+              font_dir: str | None = None) -> DataSplits:
     """Load dataset ``name`` and carve a seeded search split (``search_per_class`` images of each
     class) out of its training data."""
     if name not in DATASETS:
         raise UserError(f"dataset {name!r} is unknown; accepted: {', '.join(DATASETS)}")
     rng = np.random.default_rng(seed)
-    asked_search = search_per_class
+    asked_search, asked_test = search_per_class, test_per_class
     dflt_search, dflt_test = DEFAULT_PER_CLASS.get(name, (50, 0))
     search_per_class = dflt_search if search_per_class is None else search_per_class
     test_per_class = dflt_test if test_per_class is None else test_per_class
+    if name == "glyphs":
+        from .glyphs import load_glyphs
+        return load_glyphs(root, font_dir, seed, asked_search, asked_test, TEST_SEED)
     if name == "imagefolder":
         from .folder import load_imagefolder
         return load_imagefolder(root, rng, search_per_class, image_size or 224, workers)

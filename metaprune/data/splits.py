@@ -100,6 +100,9 @@ class DataSplits:
     in_channels: int
     image_size: int
     info: dict = field(default_factory=dict)
+    #: what the images were made from, where not the images themselves (``glyphs``: the font
+    #: files' digest); part of the fingerprints
+    source: str | None = None
 
 
 def split_fingerprint(split: object) -> str | None:
@@ -117,5 +120,9 @@ def split_fingerprint(split: object) -> str | None:
 
 
 def fingerprints(data: DataSplits) -> dict[str, str | None]:
-    """``{"train": ..., "search": ..., "test": ...}`` digests of ``data``'s splits."""
-    return {name: split_fingerprint(getattr(data, name)) for name in ("train", "search", "test")}
+    """``{"train": ..., "search": ..., "test": ...}`` digests of ``data``'s splits (and ``"source"``,
+    the digest of what they were made from, where the dataset has one)."""
+    out = {name: split_fingerprint(getattr(data, name)) for name in ("train", "search", "test")}
+    if data.source is not None:
+        out["source"] = data.source
+    return out

@@ -53,6 +53,7 @@ class SearchConfig:
     crossover_prob: float = _DEFAULTS.crossover_prob  # chance that each gene comes from the other parent, in [0, 1]
     generations: int = _DEFAULTS.generations  # evaluated populations, the first included
     objectives: tuple[str, ...] = _DEFAULTS.objectives  # cost keys that pareto minimises: macs, params, latency_ms, flops_metapruning
+    seed_uniform: bool = _DEFAULTS.seed_uniform  # start from every uniform-width vector that fits
     seed: int | None = None  # null: the run's seed
     eval: SearchEvalConfig = field(default_factory=SearchEvalConfig)
 

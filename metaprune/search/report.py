@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from pruningnet.cost import cost_model
 from pruningnet.errors import UserError
 
@@ -28,32 +30,67 @@ def front_table(front: list[dict]) -> str:
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
 
 
-def baseline_vectors(space, macs_values: list[int], count: int) -> list[dict]:
-    """Near-uniform networks at ``count`` MACs targets spread over ``macs_values``' range.
+def uniform_levels(space) -> list[dict]:
+    """The space's on-grid uniform-width networks, narrowest first: at each width level every unit
+    takes its meta-training choice nearest that fraction of its max (the vectors a search's initial
+    population starts with, :func:`evolution.sampling.uniform_genes`)."""
+    from evolution import Problem
+    from evolution.sampling import uniform_genes
 
-    Each is the on-grid network nearest the uniform width of its target
-    (:meth:`~pruningnet.cost.CostModel.grid_uniform_for_budget`): the PruningNet only trained on the
-    space's choices, so a continuous uniform width between them would be scored off its grid.
+    cm = cost_model(space)
+    problem = Problem([u.choices for u in space.units], lambda x: {}, lambda c: 0.0)
+    genes = uniform_genes(problem)
+    chans = problem.channels(genes)
+    macs, params = cm.macs(chans), cm.params(chans)
+    out = []
+    for g, row in enumerate(chans):
+        ratio = float(np.mean([c / u.max for c, u in zip(row, space.units) if not u.fixed] or [1.0]))
+        out.append({"ratio": round(ratio, 4), "on_grid": True, "channels": dict(zip(space.unit_names, map(int, row))),
+                    "macs": int(macs[g]), "params": int(params[g])})
+    return sorted(out, key=lambda b: b["macs"])
+
+
+def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | None = None,
+                     evaluated: list[dict] | None = None) -> list[dict]:
+    """Up to ``count`` uniform-width networks spread over ``macs_values``' range (from the widest at or
+    below its low end to the widest at or below its high end, evenly by rank): :func:`uniform_levels`
+    and, when the search had a MACs budget, the on-grid uniform network nearest that budget
+    (:meth:`~pruningnet.cost.CostModel.grid_uniform_for_budget`).
+
+    They are on the space's grid (the PruningNet only trained on its choices) and every search starts
+    from them (``seed_uniform``), so the front is never below a baseline the proxy scores higher.
+    Given ``evaluated`` (the search's candidate records), only those the search evaluated are drawn
+    (when it evaluated any): a population too small for every level got a thinned set.
     """
     if count <= 0 or not macs_values:
         return []
-    cm = cost_model(space)
-    lo_floor = int(cm.macs(space.uniform_channels(1e-6))[0])
-    lo, hi = max(min(macs_values), lo_floor), max(macs_values)
-    targets = [lo + (hi - lo) * i / max(count - 1, 1) for i in range(count)]
-    out, seen = [], set()
-    for t in targets:
-        ratio, channels, macs = cm.grid_uniform_for_budget(int(t))
-        key = tuple(channels[u] for u in space.unit_names)
-        if key not in seen:
-            seen.add(key)
-            out.append({"ratio": round(ratio, 4), "on_grid": True, "channels": channels, "macs": macs,
-                        "params": int(cm.params(channels)[0])})
-    return out
+    pool = uniform_levels(space)
+    if budgets and "macs" in budgets:
+        cm = cost_model(space)
+        try:
+            ratio, ch, macs = cm.grid_uniform_for_budget(int(budgets["macs"]))
+            if all(b["channels"] != ch for b in pool):
+                pool.append({"ratio": round(ratio, 4), "on_grid": True, "channels": ch, "macs": macs,
+                             "params": int(cm.params(ch)[0])})
+        except UserError:
+            pass
+        pool.sort(key=lambda b: b["macs"])
+    if evaluated:
+        seen_channels = {json.dumps(c["channels"], sort_keys=True) for c in evaluated}
+        pool = [b for b in pool if json.dumps(b["channels"], sort_keys=True) in seen_channels] or pool
+    lo, hi = min(macs_values), max(macs_values)
+    below = [i for i, b in enumerate(pool) if b["macs"] <= lo]
+    first = below[-1] if below else 0  # the widest at or below the narrowest candidate
+    last = max([i for i, b in enumerate(pool) if b["macs"] <= hi], default=0)
+    span = pool[first:max(first, last) + 1]
+    picks = np.unique(np.linspace(0, len(span) - 1, min(count, len(span))).round().astype(int))
+    return [span[i] for i in picks]
 
 
-def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) -> list[dict]:
-    """Proxy top-1 of each baseline; cached in ``RUN/search/baselines.json`` by channel vector."""
+def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory,
+                    searched: list[dict] | None = None) -> list[dict]:
+    """Proxy top-1 of each baseline; cached in ``RUN/search/baselines.json`` by channel vector. A
+    baseline the search evaluated (among ``searched``, candidate records) takes the search's score."""
     from ..store.runs import open_run
 
     f = search_dir(run_path) / BASELINES_FILE
@@ -65,11 +102,14 @@ def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory) 
     if doc.get("pruningnet") != fingerprint:
         doc = {"baselines": []}  # scored by another PruningNet: score again
     cache = {json.dumps(b["channels"], sort_keys=True): b for b in doc["baselines"]}
+    known = {json.dumps(c["channels"], sort_keys=True): c["top1"] for c in searched or []}
     scorer = None
     out = []
     for v in vectors:
         key = json.dumps(v["channels"], sort_keys=True)
-        if key not in cache:
+        if key in known:
+            cache[key] = {**v, "top1": known[key]}
+        elif key not in cache:
             scorer = scorer or scorer_factory()
             cache[key] = {**v, "top1": scorer(tuple(v["channels"][u] for u in space.unit_names))}
         out.append(cache[key])

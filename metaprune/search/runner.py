@@ -99,7 +99,7 @@ def _check_resumable(run_path: Path, saved: dict, settings, seed: int, budgets: 
     want = {"seed": seed, "settings": settings.to_dict(), "budgets": budgets,
             "choices": [list(map(int, c)) for c in choices]}
     for key, value in want.items():
-        if evo[key] != value:
+        if (not settings.matches(evo[key])) if key == "settings" else evo[key] != value:
             raise UserError(f"search state {str(search_dir(run_path) / 'state.json')!r} is damaged: "
                             f"evolution.{key} does not match the saved search's own (accepted: {str(value)[:60]}); "
                             "start a new search with --overwrite")
@@ -158,6 +158,33 @@ def search_run(run_path: str | Path, cfg: SearchConfig | None, budgets: Mapping[
     with run_lock(run.path, "search"):  # one writer per run: everything below sees the run as it stays
         return _search_locked(run, cfg, budgets, resume=resume, overwrite=overwrite, workers=workers,
                               address=address, device=device, progress=progress)
+
+
+def seed_vectors(run, budgets: Mapping[str, float]) -> list[tuple[int, ...]]:
+    """Channel vectors the initial population starts with, beside evolution's own uniform-width ones
+    (``seed_uniform``): the on-grid uniform network nearest a MACs budget, and the run's
+    criterion-pruned networks (``RUN/baselines/*.json``) that are on the space's grid."""
+    from pruningnet.cost import cost_model
+
+    from ..store.specfile import load_spec
+
+    space, out = run.space, []
+    if "macs" in budgets:
+        try:
+            _, ch, _ = cost_model(space).grid_uniform_for_budget(int(budgets["macs"]))
+            out.append(tuple(ch[u] for u in space.unit_names))
+        except UserError:
+            pass  # below the narrowest uniform network: nothing uniform fits
+    folder = run.path / "baselines"
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            spec = load_spec(f)
+        except UserError:
+            continue  # not a spec (a report, a damaged file): nothing to seed
+        if spec.space.name == space.name and spec.space.options == space.options and \
+                all(spec.channels.get(u.name) in u.choices for u in space.units):
+            out.append(tuple(spec.channels[u] for u in space.unit_names))
+    return out
 
 
 def _search_locked(run, cfg: SearchConfig | None, budgets: Mapping[str, float], *, resume: bool, overwrite: bool,
@@ -219,7 +246,8 @@ def _search_locked(run, cfg: SearchConfig | None, budgets: Mapping[str, float], 
                              f"front of {log['front_size']}")
 
             if saved is None:
-                result = run_search(problem, settings, seed=seed, map_fn=map_fn, on_generation=on_generation)
+                result = run_search(problem, settings, seed=seed, map_fn=map_fn, on_generation=on_generation,
+                                    initial=seed_vectors(run, budgets))
             else:
                 if progress is not None:
                     progress(f"resuming after generation {saved['evolution']['generation'] + 1} "
