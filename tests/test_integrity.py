@@ -254,7 +254,7 @@ CASES = [
     pytest.param(state(lambda d: d["search"]["proxy"].__setitem__("threads", 1000000)),
                  ["export", "{run}", "--id", "0", "--with-weights", "--format", "onnx", "-o", "{t}/x.onnx"],
                  "search.proxy.threads", id="state-proxy-threads"),
-    pytest.param(state(lambda d: d["evolution"]["population"].__setitem__(0, [0] * 25)),
+    pytest.param(state(lambda d: d["evolution"]["population"].__setitem__(0, [i % 2 for i in range(25)])),
                  ["search", "{run}", "--resume"], "evolution: population[0] is a vector",
                  id="state-population-unknown"),
     pytest.param(state(lambda d: d["evolution"]["rng"].__setitem__("numpy", {"bit_generator": "MT"})),
