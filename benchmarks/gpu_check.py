@@ -406,6 +406,10 @@ def masked_step(space, batch: int, size: int, dev, warmup: int, steps: int) -> d
             step(lambda ch: fn(xcl, masked.pack(ch, dev)))  # the first call compiles (compile mode)
             _sync(dev)
             out[f"masked_{how}_capture_s"] = round(time.perf_counter() - t0, 2)
+            probe = masked.pack(_vector(space, rng), dev)  # the replay must compute the eager forward
+            with torch.no_grad():
+                eager, replay = masked.forward_packed(xcl, probe), fn(xcl, probe)
+            out[f"masked_{how}_rel_diff"] = float((replay - eager).abs().max() / eager.abs().max().clamp_min(1e-12))
             times[f"masked_{how}_ms"] = _times_ms(lambda: step(lambda ch: fn(xcl, masked.pack(ch, dev))), dev,
                                                   warmup, steps)
         except Exception as e:  # noqa: BLE001 - one capture mode failing must not lose the others

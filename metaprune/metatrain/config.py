@@ -58,8 +58,8 @@ class TrainConfig:
     # CUDA, sliced on the CPU, where masked costs more (BENCHMARKS.md, issue 29) and for ShuffleNetV2
     execution: Literal["auto", "sliced", "masked"] = "auto"
     # masked steps on CUDA recorded once and replayed: graphs (torch.cuda.make_graphed_callables, forward
-    # and backward), compile (torch.compile reduce-overhead) or off; auto: graphs on CUDA with masked
-    # execution and one worker, else off
+    # and backward), compile (torch.compile reduce-overhead) or off; auto: off until scripts/gpu_check.sh
+    # has measured the captured step on a GPU (BENCHMARKS.md, issue 29): graphs and compile are opt-in
     capture: Literal["auto", "off", "graphs", "compile"] = "auto"
     threads: int | None = None  # torch threads; null: torch's default, capped by METAPRUNE_MAX_THREADS
     checkpoint_every_steps: int = 50  # write RUN/checkpoints/last.pt (atomically) this often
