@@ -103,17 +103,22 @@ def _first_damage(damaged: list[str]) -> str | None:
 
 
 # ---- meta-training ---------------------------------------------------------------------------------
-def _metrics_tail(run: Path, damaged: list[str], max_bytes: int = 65536) -> list[str]:
-    try:
-        got = tail_bytes(run, "metrics.jsonl", max_bytes)
-    except Damaged as e:
-        damaged.append(str(e))
-        return []
+def _tail(folder: Path, name: str, max_bytes: int) -> list[str]:
+    """The whole last lines of ``folder/name`` within ``max_bytes`` (``[]`` when missing; Damaged)."""
+    got = tail_bytes(folder, name, max_bytes)
     if got is None:
         return []
     data, cut = got
     lines = data.decode("utf-8", "replace").splitlines()
     return lines[1:] if cut else lines
+
+
+def _metrics_tail(run: Path, damaged: list[str], max_bytes: int = 65536) -> list[str]:
+    try:
+        return _tail(run, "metrics.jsonl", max_bytes)
+    except Damaged as e:
+        damaged.append(str(e))
+        return []
 
 
 def _record(line: str) -> dict | None:
@@ -392,14 +397,9 @@ def _newest_mtime(run: Path, names: tuple[str, ...]) -> float:
 def tail_lines(path: Path, max_bytes: int = 16384) -> list[str]:
     """The last lines of a service log (at most ``max_bytes``; ``[]`` when missing or damaged)."""
     try:
-        got = tail_bytes(path.parent, path.name, max_bytes)
+        return _tail(path.parent, path.name, max_bytes)
     except Damaged:
         return []
-    if got is None:
-        return []
-    data, cut = got
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[1:] if cut else lines
 
 
 def job_progress(kind: str, run: Path, since: float = 0.0) -> dict:
