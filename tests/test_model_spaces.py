@@ -322,6 +322,57 @@ def test_resnet18_goes_through_meta_training_search_export_and_scratch_training(
     assert all(0 <= r["test_top1"] <= 1 for r in rows)
 
 
+OWN_CONFIG = """
+seed: 0
+space:
+  name: model:test_model_spaces:TinyNet
+  options: {ratios: "0.5:1.0:0.25"}
+data: {name: synthetic}
+model: {hidden: 4}
+train: {epochs: 1, max_steps: 3, batch_size: 16, lr: 0.05, checkpoint_every_steps: 10, log_every_steps: 1}
+eval: {bn_batches: 1, batch_size: 50, max_images: 50}
+"""
+
+
+def test_users_own_cnn_goes_through_meta_training_search_and_export(cli, tmp_path):
+    """The user's TinyNet (residual add, depthwise, SE, concat, shuffle, grouped conv), named as
+    ``model:MODULE:CALLABLE`` in a config: meta-trained, searched under a MACs budget and exported
+    with generated weights as TorchScript and ONNX files that load without metaprune."""
+    import json
+
+    import onnx
+    import onnxruntime
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(OWN_CONFIG)
+    run = tmp_path / "run"
+    code, _, err = cli("train-pruningnet", "-c", cfg, "--run-dir", run, "--quiet")
+    assert code == 0, err
+    sp = get_space("model:test_model_spaces:TinyNet", num_classes=10, input_size=32, in_channels=3,
+                   ratios="0.5:1.0:0.25")
+    budget = int(cost_model(sp).macs(sp.uniform_channels(0.75))[0])
+    code, _, err = cli("search", run, "--strategy", "constrained", "--max-macs", budget, "--set", "generations=1",
+                       "--set", "population=4", "--set", "parents=2", "--set", "mutations=2",
+                       "--set", "crossovers=2", "--quiet")
+    assert code == 0, err
+    ts, ox = tmp_path / "net.pt", tmp_path / "net.onnx"
+    code, _, err = cli("export", run, "--max-macs", budget, "--format", "torchscript", "--with-weights", "-o", ts)
+    assert code == 0, err
+    spec = json.loads((tmp_path / "net.pt.json").read_text())
+    assert spec["space"] == "model:test_model_spaces:TinyNet"
+    assert int(cost_model(sp).macs(spec["channels"])[0]) <= budget < cost_model(sp).macs(sp.max_channels())[0]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = torch.jit.load(str(ts)).eval()(x)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    code, _, err = cli("export", run, "--max-macs", budget, "--format", "onnx", "--with-weights", "-o", ox)
+    assert code == 0, err
+    onnx.checker.check_model(onnx.load(str(ox)))
+    sess = onnxruntime.InferenceSession(str(ox), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, out.numpy(), rtol=1e-4, atol=1e-4 * float(out.abs().max()))
+
+
 def test_service_answers_torchvision_model_spaces_and_refuses_other_modules(tmp_path):
     """A model space imports MODULE and calls CALLABLE with the client's options: the service takes
     only allowlisted modules (and only space options, so no weights= download)."""

@@ -354,15 +354,15 @@ print(json.dumps({"scores": scores, "spikes": spikes, "status_spikes": status["l
 
 @pytest.fixture(scope="session")
 def smoke_runs(smoke_run, tmp_path_factory):
-    """The smoke config meta-trained and scored for seeds 0 and 2 on 1 thread and seeds 0 and 1 on 2
-    threads (seed 0 / 2 threads is smoke_run, only scored). Each run is meta-trained and scored in its
-    own process with its own thread count; never more threads than the 2 cores: the 1-thread runs go
-    two at a time, then the 2-thread ones one at a time (every core busy in every wave). Seed 1 on 1
-    thread and seed 2 on 2 threads (a minute each of a suite at its 10-minute limit) are measured with
-    the other four by benchmarks/bench_meta_training.py (BENCHMARKS.md, meta-training convergence)."""
+    """The smoke config meta-trained and scored for seeds 0 and 2 on 1 thread and seed 0 on 2 threads
+    (smoke_run, only scored). Each run is meta-trained and scored in its own process with its own
+    thread count; never more threads than the 2 cores: the 1-thread runs go two at a time, then the
+    2-thread one (every core busy in every wave). Seed 1 on 1 thread and seeds 1 and 2 on 2 threads
+    (a minute each of a suite near its limit) are measured with the other three by
+    benchmarks/bench_meta_training.py (BENCHMARKS.md, meta-training convergence)."""
     base = tmp_path_factory.mktemp("smoke_runs")
     out = {}
-    for batch in ([(0, 1), (2, 1)], [(0, 2)], [(1, 2)]):
+    for batch in ([(0, 1), (2, 1)], [(0, 2)]):
         procs = {}
         for seed, threads in batch:
             session = (seed, threads) == (0, 2)  # already trained: only scored
@@ -381,9 +381,9 @@ def smoke_runs(smoke_run, tmp_path_factory):
 def test_smoke_meta_training_learns_for_every_seed_and_thread_count(smoke_runs):
     """Issue 11: the smoke config converges on any CPU, seed and thread count: no loss spike (it
     fired in all 12 runs before the fix, AMD and Intel, and in none of the 18 after), and proxy top-1
-    above each vector's threshold for the max vector and uniform 0.75 / 0.5 vectors, in 4 of the 6
+    above each vector's threshold for the max vector and uniform 0.75 / 0.5 vectors, in 3 of the 6
     (seed, threads) combinations the thresholds were measured on (see ``smoke_runs``)."""
-    assert sorted(smoke_runs) == [(0, 1), (0, 2), (1, 2), (2, 1)]
+    assert sorted(smoke_runs) == [(0, 1), (0, 2), (2, 1)]
     for key, res in smoke_runs.items():
         assert res["spikes"] == [] and res["status_spikes"] == 0, (key, res)
     low = {key + (name,): v for key, res in smoke_runs.items() for name, v in res["scores"].items()
