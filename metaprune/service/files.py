@@ -20,6 +20,8 @@ from typing import Any
 
 from pruningnet.errors import UserError
 
+from ..store.fileio import read_capped
+
 MAX_JSON_BYTES = 8 << 20  # status, front, candidates, logbook, results: kilobytes to a few MB
 MAX_YAML_BYTES = 1 << 20  # a run's config.yaml
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -94,16 +96,10 @@ def read_bytes(root: Path, rel: str, limit: int) -> bytes | None:
         size = os.fstat(fd).st_size
         if size > limit:
             raise Damaged(f"{rel} is {size:,} bytes; at most {limit:,} are read")
-        chunks, n = [], 0
-        while n <= limit:
-            b = os.read(fd, min(1 << 20, limit + 1 - n))
-            if not b:
-                break
-            chunks.append(b)
-            n += len(b)
-        if n > limit:
+        data = read_capped(fd, limit)
+        if data is None:
             raise Damaged(f"{rel} grew past {limit:,} bytes while read")
-        return b"".join(chunks)
+        return data
     except BlockingIOError:
         raise Damaged(f"{rel} would block; not a regular file") from None
     finally:

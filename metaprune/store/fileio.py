@@ -185,6 +185,19 @@ def open_regular(path: str | os.PathLike, what: str, follow: bool = True) -> int
     return fd
 
 
+def read_capped(fd: int, limit: int) -> bytes | None:
+    """The bytes of an open file, or ``None`` if it holds more than ``limit`` (a file may grow while
+    it is read: never more than ``limit + 1`` bytes are read)."""
+    chunks, n = [], 0
+    while n <= limit:
+        b = os.read(fd, min(1 << 20, limit + 1 - n))
+        if not b:
+            break
+        chunks.append(b)
+        n += len(b)
+    return None if n > limit else b"".join(chunks)
+
+
 def read_text(path: str | os.PathLike, what: str, max_bytes: int = MAX_DOC_BYTES, follow: bool = True) -> str:
     """A UTF-8 text file of at most ``max_bytes``, or one :class:`UserError` line naming ``what`` and
     the path. Never blocks: a FIFO, socket or device is refused (see :func:`open_regular`);
@@ -197,22 +210,16 @@ def read_text(path: str | os.PathLike, what: str, max_bytes: int = MAX_DOC_BYTES
         size = os.fstat(fd).st_size
         if size > max_bytes:
             raise UserError(f"{what} {p!r} is {size:,} bytes; accepted: at most {max_bytes:,}")
-        chunks, n = [], 0
-        while n <= max_bytes:  # the file may grow while it is read: never more than the cap
-            try:
-                b = os.read(fd, min(1 << 20, max_bytes + 1 - n))
-            except OSError as e:
-                raise UserError(f"{what} {p!r} cannot be read ({e.strerror})") from None
-            if not b:
-                break
-            chunks.append(b)
-            n += len(b)
-        if n > max_bytes:
+        try:
+            data = read_capped(fd, max_bytes)
+        except OSError as e:
+            raise UserError(f"{what} {p!r} cannot be read ({e.strerror})") from None
+        if data is None:
             raise UserError(f"{what} {p!r} is over {max_bytes:,} bytes; accepted: at most {max_bytes:,}")
     finally:
         os.close(fd)
     try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{what} {p!r} is not UTF-8 text (byte {e.start}); accepted: UTF-8 JSON/YAML") from None
 
