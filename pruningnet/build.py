@@ -1,4 +1,9 @@
-"""Static networks from specs: plain torch layers, readable state_dict names, none of the search code."""
+"""Static networks from specs: plain torch layers, readable state_dict names, none of the search code.
+
+The module tree is made from the space's lowered layers alone (:mod:`pruningnet.spaces.lowering`):
+their module paths are the names, their structural steps (``block``, ``se``, ``shuffle``,
+``maxpool``, ``head``, a traced network's ``graph``) the containers.
+"""
 from __future__ import annotations
 
 import copy
@@ -9,8 +14,8 @@ import torch
 import torch.fx
 from torch import nn
 
-from .spaces.ir import Block, Classifier, Conv, MaxPool, Node, ShuffleBlock, SqueezeExcite, Traced, resolve
-from .spaces.lowering import Layer, feature_paths
+from .spaces.ir import resolve
+from .spaces.lowering import Layer
 from .spec import SubnetSpec
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid}
@@ -127,52 +132,52 @@ def static_layer(layer: Layer, channels: Mapping[str, int]) -> nn.Module:
 
 
 class Builder:
-    """Builds the module tree of a space's nodes; ``make(layer)`` supplies each weighted layer's
-    module (plain layers here, generated ones in the PruningNet), so both share one structure.
+    """Builds the module tree of a space's lowered layers; ``make(layer)`` supplies each weighted
+    layer's module (plain layers here, generated ones in the PruningNet), so both share one structure.
 
-    The per-node rules below are the only code that knows how nodes nest; they look their weighted
-    layers up by module path in the space's lowering, so a path that disagrees fails loudly."""
+    The layers' module paths are the tree: a path's entries (weighted layers, and the structural steps
+    of :mod:`pruningnet.spaces.lowering`) are its children, in run order. A structural step's kind picks
+    its rule below, which nests the modules made under its path; a path with no step of its own is an
+    ``nn.Sequential`` of its children (``features``, a block's ``body``, a branch)."""
 
     def __init__(self, layers: tuple[Layer, ...], make):
-        self.layers = {x.path: x for x in layers if x.weighted or x.kind == "bn"}
+        self.layers = layers
         self.make = make
 
-    def layer(self, path: str) -> nn.Module:
-        return self.make(self.layers[path])
-
-    def node(self, node, path: str) -> nn.Module:
-        return _RULES[type(node)](self, node, path)
-
-    def model(self, nodes: tuple[Node, ...]) -> nn.Module:
-        if len(nodes) == 1 and isinstance(nodes[0], Traced):  # a whole traced network
-            return self.node(nodes[0], "")
-        features, classifier = [], None
-        for path, node in feature_paths(nodes):
-            if isinstance(node, Classifier):
-                classifier = self.node(node, path)
-            else:
-                features.append(self.node(node, path))
-        return SubnetModel(nn.Sequential(*features), classifier)
+    def model(self) -> nn.Module:
+        entries = {x.path: self.make(x) if x.weighted or x.kind == "bn" else x for x in self.layers}
+        assert len(entries) == len(self.layers), "two lowered layers share a module path"
+        return _assemble(entries, top=True)
 
 
-def _block(b: Builder, node: Block, path: str) -> nn.Module:
-    body = nn.Sequential(OrderedDict((c.name, b.node(c, f"{path}.body.{c.name}")) for c in node.convs))
-    short = b.layer(f"{path}.shortcut") if node.shortcut is not None else None
-    return ResidualBlock(body, node.residual, short, node.act)
+def _assemble(entries: dict, top: bool = False) -> nn.Module:
+    """The module of one path from its entries (paths relative to it, ``""``: its own)."""
+    own = entries.pop("", None)
+    if isinstance(own, nn.Module):
+        assert not entries, f"a weighted layer's module holds other layers: {list(entries)}"
+        return own
+    if own is not None and own.kind == "graph":
+        return _graph(own, entries)
+    groups: dict[str, dict] = {}
+    for path, entry in entries.items():
+        head, _, rest = path.partition(".")
+        groups.setdefault(head, {})[rest] = entry
+    children = OrderedDict((name, _assemble(sub)) for name, sub in groups.items())
+    if own is not None:
+        return _RULES[own.kind](own, children)
+    if top:
+        return SubnetModel(children["features"], children["classifier"])
+    return nn.Sequential(children)
 
 
-def _branch(b: Builder, convs, path: str) -> nn.Module | None:
-    return nn.Sequential(OrderedDict((c.name, b.layer(f"{path}.{c.name}")) for c in convs)) if convs else None
-
-
-def _classifier(b: Builder, node: Classifier, path: str) -> nn.Module:
+def _head(x: Layer, c: dict) -> nn.Module:
     layers = OrderedDict()
-    if node.hidden is not None:
-        layers["hidden"] = b.layer(f"{path}.hidden")
-        layers["act"] = activation(node.hidden_act)
-    if node.dropout:
-        layers["dropout"] = nn.Dropout(node.dropout)
-    layers["fc"] = b.layer(f"{path}.fc")
+    if "hidden" in c:
+        layers["hidden"] = c["hidden"]
+        layers["act"] = activation(x.act)
+    if x.dropout:
+        layers["dropout"] = nn.Dropout(x.dropout)
+    layers["fc"] = c["fc"]
     return nn.Sequential(layers)
 
 
@@ -187,31 +192,29 @@ def _fresh(module: nn.Module) -> nn.Module:
     return module
 
 
-def _traced(b: Builder, node: Traced, path: str) -> nn.Module:
-    """The traced graph with its layers made by ``b`` and every other module copied from the template."""
-    graph = copy.deepcopy(node.graph)
+def _graph(x: Layer, made: dict) -> nn.Module:
+    """A traced network: its fx graph with the layers ``made`` (by module path) and every other
+    module copied from the template."""
+    graph, keep = copy.deepcopy(x.traced.graph), x.traced.keep
     root = {}
     for n in graph.nodes:
         if n.op == "call_module" and n.target not in root:
-            if n.target in b.layers and n.target in node.keep:  # a BN with its own drop and act (timm)
-                t = node.keep[n.target]
-                root[n.target] = nn.Sequential(OrderedDict(bn=b.layer(n.target), drop=_fresh(t.drop),
+            if n.target in made and n.target in keep:  # a BN with its own drop and act (timm)
+                t = keep[n.target]
+                root[n.target] = nn.Sequential(OrderedDict(bn=made[n.target], drop=_fresh(t.drop),
                                                            act=_fresh(t.act)))
             else:
-                root[n.target] = b.layer(n.target) if n.target in b.layers else _fresh(node.keep[n.target])
+                root[n.target] = made[n.target] if n.target in made else _fresh(keep[n.target])
     return torch.fx.GraphModule(root, graph, class_name="TracedSubnet")
 
 
+#: structural steps by kind: ``(step, its children by name) -> module``
 _RULES = {
-    Traced: _traced,
-    Conv: lambda b, node, path: b.layer(path),
-    SqueezeExcite: lambda b, node, path: SqueezeExcitation(b.layer(f"{path}.fc1"), b.layer(f"{path}.fc2"),
-                                                       node.act, node.gate),
-    Block: _block,
-    ShuffleBlock: lambda b, node, path: ShuffleUnit(_branch(b, node.branch1, f"{path}.branch1"),
-                                                    _branch(b, node.branch2, f"{path}.branch2")),
-    MaxPool: lambda b, node, path: nn.MaxPool2d(node.kernel, node.stride, node.padding),
-    Classifier: _classifier,
+    "block": lambda x, c: ResidualBlock(c["body"], x.flag, c.get("shortcut"), x.act),
+    "se": lambda x, c: SqueezeExcitation(c["fc1"], c["fc2"], x.act, x.gate),
+    "shuffle": lambda x, c: ShuffleUnit(c.get("branch1"), c["branch2"]),
+    "maxpool": lambda x, c: nn.MaxPool2d(x.kernel, x.stride, x.padding),
+    "head": _head,
 }
 
 
@@ -234,7 +237,7 @@ def build_model(spec: SubnetSpec, init: bool = True) -> SubnetModel:
     """A randomly initialised plain ``nn.Module`` with exactly the spec's channel counts
     (``init=False``: torch's default init only, for callers that load every weight anyway)."""
     channels = spec.channels
-    model = Builder(spec.space.layers, lambda layer: static_layer(layer, channels)).model(spec.space.nodes)
+    model = Builder(spec.space.layers, lambda layer: static_layer(layer, channels)).model()
     if init:
         _init_weights(model)
     return model

@@ -325,7 +325,7 @@ class PruningNet(nn.Module):
                 self.biases[_key(layer.path)] = nn.Parameter(torch.zeros(mx_out))
         self.fc_bias = nn.Parameter(torch.zeros(self._max(last.out_ch)))  # the classifier's
         self._source = _Source()
-        self.body = Builder(space.layers, lambda layer: _generated(layer, self._source)).model(space.nodes)
+        self.body = Builder(space.layers, lambda layer: _generated(layer, self._source)).model()
 
     def _max(self, ref: Ref) -> int:
         terms, const = ref_terms(ref)

@@ -38,7 +38,7 @@ from torch import nn
 
 from .build import Builder, activation, nhwc
 from .hypernet import (CHANNELS_LAST_INPUT_DEVICES, PruningNet, _as_matmul, _is_pointwise, _key, _pointwise)
-from .spaces.ir import Ref, Scaled, ShuffleBlock, Space, resolve
+from .spaces.ir import Ref, Space, resolve
 from .spaces.lowering import Layer
 
 EXECUTIONS = ("sliced", "masked", "auto")
@@ -47,7 +47,7 @@ CAPTURES = ("auto", "off", "graphs", "compile")
 
 def supports_masked(space: Space) -> bool:
     """Whether masked execution computes the sliced network for this space (not ShuffleNetV2's)."""
-    return not any(isinstance(n, ShuffleBlock) for n in space.nodes)
+    return not any(x.kind == "shuffle" for x in space.layers)
 
 
 def resolve_execution(execution: str, device: torch.device | str, space: Space | None = None) -> str:
@@ -164,7 +164,7 @@ class MaskedPruningNet(nn.Module):
         self._n_ratios = len(self._layers) * net._ratio_width
         self._rows = {layer.path: (i, len(refs)) for i, (layer, refs) in enumerate(zip(self._layers, net._inputs))}
         self._ctx = _Context()
-        self.body = Builder(space.layers, self._masked).model(space.nodes)
+        self.body = Builder(space.layers, self._masked).model()
 
     def _masked(self, layer: Layer) -> nn.Module:
         return _MaskedConvBN(layer, self._ctx) if layer.bn else _MaskedBiased(layer, self._ctx)

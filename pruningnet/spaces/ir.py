@@ -5,8 +5,7 @@ a fixed int (input channels, classes), a :class:`Scaled` unit (ShuffleNetV2's co
 two branches is twice its branch unit) or a :class:`Sum` (a traced network's concatenation of
 several units); :func:`ref_terms` reads them all. A traced network (``model:MODULE:CALLABLE``) is one
 :class:`Traced` node. Nothing walks these nodes but
-:mod:`pruningnet.spaces.lowering` (one traversal that every consumer reads) and the builder's
-per-node rules (:mod:`pruningnet.build`).
+:mod:`pruningnet.spaces.lowering` (one traversal that every consumer, the builder included, reads).
 """
 from __future__ import annotations
 

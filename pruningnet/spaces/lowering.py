@@ -4,19 +4,23 @@
 its module path in :func:`pruningnet.build.build_model`'s network, its kind, its channel refs, its
 input and output sizes, its parameters (kernel, stride, bias, BN, activation) and the channel-index
 class of its output (which layers' channels are the *same* channels, tied by depthwise convs,
-residual adds and squeeze-excitation gates). The cost model, the builder's naming, the PruningNet's
-generators, the latency terms, the spatial check and the criterion-pruning groups all read it.
+residual adds and squeeze-excitation gates). The cost model, the builder (:mod:`pruningnet.build`,
+which makes the whole module tree from this list), the PruningNet's generators, the latency terms,
+the spatial check and the criterion-pruning groups all read it; nothing else reads the nodes.
 
 Kinds: ``conv``, ``dwconv`` and ``linear`` carry weights (``weighted``); ``block`` (the residual add
 and block activation), ``maxpool``, ``se`` (a whole squeeze-excitation), ``shuffle`` (split, concat
 and channel shuffle) and ``head`` (global pool, flatten, linears, dropout) are what the latency table
 times besides the convs (``timed``); ``bn`` is a BatchNorm that follows no conv of its own (a
-traced network's pre-activation BN), counted but not timed. Adding a node type means one rule here (``_RULES``) and one in
-the builder (:mod:`pruningnet.build`).
+traced network's pre-activation BN), counted but not timed; ``graph`` ends a traced network and
+carries the fx graph that wires its layers. A structural step's path is its module's path, and the
+layers under that path are the module's parts (``se``, ``head``: listed after the step; ``block``,
+``shuffle``: before it). Adding a node type means one rule here (``_RULES``) and, when it lowers to
+a new structural kind, one rule for that kind in the builder (:data:`pruningnet.build._RULES`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from .ir import (Block, Classifier, Conv, MaxPool, Node, Ref, Scaled, ShuffleBlock, SqueezeExcite, Traced,
@@ -50,6 +54,8 @@ class Layer:
     bn_eps: float = 1e-5  # the BN's eps (a traced network keeps its own, e.g. 1e-3)
     block: str = ""  # the block it belongs to (a generator's ``block`` input): a node's or module's path
     groups: int = 1  # conv: groups of a grouped (not depthwise) conv; ``in`` and ``out`` are multiples of it
+    dropout: float = 0.0  # head: the dropout's probability
+    traced: Traced | None = field(default=None, compare=False, repr=False)  # graph: the traced network
 
     @property
     def weighted(self) -> bool:
@@ -156,10 +162,10 @@ def _maxpool(w: _Walk, m: MaxPool, path: str) -> None:
 def _classifier(w: _Walk, c: Classifier, path: str) -> None:
     if c.hidden is None:
         w.layers.append(Layer(c.name, "classifier", "head", c.in_ch, c.num_classes, in_size=w.size,
-                              flag=c.dropout > 0))
+                              flag=c.dropout > 0, dropout=c.dropout))
     else:
         w.layers.append(Layer(c.name, "classifier", "head", c.in_ch, c.hidden, in_size=w.size,
-                              act=c.hidden_act, flag=c.dropout > 0, classes=c.num_classes))
+                              act=c.hidden_act, flag=c.dropout > 0, dropout=c.dropout, classes=c.num_classes))
         w.layers.append(Layer(f"{c.name}.hidden", "classifier.hidden", "linear", c.in_ch, c.hidden,
                               bias=True, timed=False, out_class=w.new_class()))
     w.layers.append(Layer(c.name, "classifier.fc", "linear", c.hidden if c.hidden is not None else c.in_ch,
@@ -168,12 +174,14 @@ def _classifier(w: _Walk, c: Classifier, path: str) -> None:
 
 def _traced(w: _Walk, t: Traced, path: str) -> None:
     """A traced network's layers, lowered once when it was traced (:mod:`pruningnet.spaces.traced`);
-    its channel-index classes become classes of this walk."""
+    its channel-index classes become classes of this walk. A last ``graph`` step carries the graph
+    that wires them (the whole network: module path ``""``)."""
     classes: dict[int, int] = {}
     for x in t.layers:
         if x.weighted:
             x = replace(x, out_class=classes.setdefault(x.out_class, w.new_class()))
         w.layers.append(x)
+    w.layers.append(Layer(t.name, "", "graph", w.channels, w.channels, timed=False, traced=t))
 
 
 _RULES: dict[type, Callable] = {Conv: lambda w, n, p: _conv(w, n, n.name, p), Block: _block,
