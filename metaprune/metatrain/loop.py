@@ -447,7 +447,7 @@ def param_groups(net: torch.nn.Module, tc) -> list[dict]:
     ``train.generator_weight_decay`` differs from it, the generators (parameters under
     ``net.generators``: each layer's FC1 and the FC2 weight and bias that emit its weight) at
     ``generator_weight_decay`` and the rest (the shared biases) at ``weight_decay``."""
-    gwd = tc.generator_weight_decay
+    gwd = getattr(tc, "generator_weight_decay", None)  # benchmarks pass only the optimizer's fields
     if gwd is None or gwd == tc.weight_decay:
         return [{"params": list(net.parameters())}]  # as before the option: old checkpoints load
     named = list(net.named_parameters())
