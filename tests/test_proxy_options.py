@@ -79,7 +79,7 @@ def test_inplace_distillation_trains_the_other_vectors_on_the_max_networks_soft_
     assert torch.autograd.grad(l_max, z_max, retain_graph=True)[0].abs().sum() > 0
     # without the option every vector learns from the labels
     plain = [loss for loss, _ in step_losses(net, x, y, vectors, TrainConfig(sampling="sandwich"))]
-    assert all(float(loss) > 5.0 for loss in plain)
+    assert all(loss.item() > 5.0 for loss in plain)
 
 
 def test_inplace_distillation_without_sandwich_is_refused_in_one_line():
