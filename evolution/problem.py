@@ -8,8 +8,9 @@ import numpy as np
 
 #: ``(N, G) int array of channels -> {"macs": (N,) array, "params": ..., ["latency_ms": ...]}``
 CostFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
-#: ``channels tuple -> score`` (higher is better, e.g. proxy top-1).
-FitnessFn = Callable[[tuple], float]
+#: ``channels tuple -> score`` (higher is better, e.g. proxy top-1), or a mapping with ``score`` and
+#: other numbers to keep on the candidate's record (e.g. ``{"score": -loss, "loss", "top1"}``).
+FitnessFn = Callable[[tuple], "float | Mapping[str, float]"]
 
 
 class BudgetError(ValueError):

@@ -102,6 +102,17 @@ class SearchResult:
     state: dict
 
 
+def _fitness_record(value: float | Mapping[str, float], rec: dict) -> dict[str, float]:
+    """A fitness value as record fields: ``{"score": value}``, or a mapping's ``score`` and its other
+    numbers (kept on the candidate, e.g. the top-1 beside a loss-based score)."""
+    if not isinstance(value, Mapping):
+        return {"score": float(value)}
+    clash = sorted(k for k in value if k in rec)
+    if "score" not in value or clash:
+        raise ValueError(f"a fitness mapping needs 'score' and no candidate field (got {sorted(value)})")
+    return {k: float(v) for k, v in value.items()}
+
+
 def pareto_front(candidates: list[dict] | tuple[dict, ...], objectives: tuple[str, ...]) -> list[dict]:
     """Candidates no other beats on score (higher) and every objective (lower), by ``objectives[0]``."""
     cands = list(candidates)
@@ -189,7 +200,7 @@ class _Search:
                 rec = {"id": len(self.candidates), "generation": generation,
                        "genes": [int(g) for g in ind], "channels": [int(c) for c in channels[i]]}
                 rec.update({k: np.asarray(v)[i].item() for k, v in costs.items()})
-                rec["score"] = float(scores[i])
+                rec.update(_fitness_record(scores[i], rec))
                 self.cache[tuple(ind)] = rec
                 self.candidates.append(rec)
         for ind in inds:

@@ -1,7 +1,8 @@
-"""Scoring a channel vector with PruningNet weights: the proxy accuracy the search ranks by.
+"""Scoring a channel vector with PruningNet weights: the proxy the search ranks by.
 
 Weights are generated once per candidate (into a static network), BN statistics are re-estimated
-on training batches, and top-1/top-5 are measured on the search split, never on the test split.
+on training batches, and top-1/top-5 and the cross-entropy loss are measured on the search split,
+never on the test split (the search ranks by top-1, or by the loss with search ``eval.score: loss``).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import weakref
 from typing import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pruningnet.bn import fold_bn, recalibrate_bn
@@ -72,20 +74,24 @@ def count_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
 @torch.no_grad()
 def accuracy(model: nn.Module | Callable, split, max_images: int | None = None, batch_size: int = 256,
              device=None) -> dict[str, float]:
-    """Top-1 and top-5 (fractions) of ``model`` (a module, or a callable with ``device`` given) on
-    ``split`` (the first ``max_images`` images)."""
+    """Top-1 and top-5 (fractions) and the mean cross-entropy ``loss`` (nats, no label smoothing) of
+    ``model`` (a module, or a callable with ``device`` given) on ``split`` (the first ``max_images``
+    images)."""
     device = device or _device(model)
     if isinstance(model, nn.Module):
         model.eval()
     n = top1 = top5 = 0
+    loss = 0.0
     for x, y in split.batches(batch_size, device=device):
         if max_images is not None and n + len(y) > max_images:
             x, y = x[: max_images - n], y[: max_images - n]
-        h1, h5 = count_hits(model(x), y)
+        logits = model(x)
+        h1, h5 = count_hits(logits, y)
+        loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         top1, top5, n = top1 + h1, top5 + h5, n + len(y)
         if max_images is not None and n >= max_images:
             break
-    return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "images": n}
+    return {"top1": top1 / max(n, 1), "top5": top5 / max(n, 1), "loss": loss / max(n, 1), "images": n}
 
 
 _MASKED: "weakref.WeakKeyDictionary[PruningNet, MaskedEvaluator]" = weakref.WeakKeyDictionary()
@@ -103,7 +109,8 @@ def evaluate(net: PruningNet, channels: Mapping[str, int], data: DataSplits, bn_
              max_images: int | None = None, batch_size: int = 128, seed: int = 0,
              batches: list[torch.Tensor] | None = None, channels_last: bool | None = None,
              execution: str = "sliced") -> dict[str, float]:
-    """Proxy accuracy of one vector: ``{"top1", "top5"}`` on the search split after BN re-estimation.
+    """Proxy accuracy of one vector: ``{"top1", "top5", "loss"}`` (``loss``: mean cross-entropy) on the
+    search split after BN re-estimation.
 
     Pass ``batches`` (from :func:`bn_batches`) to reuse the BN batches across candidates;
     ``channels_last``: see :func:`generate`. Each BN is folded into its conv before scoring
@@ -120,7 +127,7 @@ def evaluate(net: PruningNet, channels: Mapping[str, int], data: DataSplits, bn_
         ev.prepare(channels)
         ev.calibrate(batches if batches is not None else _draw_bn_batches(data, bn_batches, batch_size, seed, device))
         res = accuracy(ev, data.search, max_images, batch_size, device=device)
-        return {"top1": res["top1"], "top5": res["top5"]}
+        return {"top1": res["top1"], "top5": res["top5"], "loss": res["loss"]}
     model = fold_bn(generate(net, channels, data, bn_batches, batch_size, seed, batches, channels_last))
     res = accuracy(model, data.search, max_images, batch_size)
-    return {"top1": res["top1"], "top5": res["top5"]}
+    return {"top1": res["top1"], "top5": res["top5"], "loss": res["loss"]}

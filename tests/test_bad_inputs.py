@@ -106,6 +106,7 @@ CASES = [
     (["train-pruningnet", "-c", "smoke", "--set", "train.optimizer=lbfgs", "--run-dir", "{t}/r"], "'lbfgs'"),
     (["train-pruningnet", "-c", "smoke", "--set", "train.schedule=step", "--run-dir", "{t}/r"], "'step'"),
     (["train-pruningnet", "-c", "smoke", "--set", "train.sampling=random", "--run-dir", "{t}/r"], "'random'"),
+    (["train-pruningnet", "-c", "smoke", "--set", "train.distill=inplace", "--run-dir", "{t}/r"], "train.distill='inplace'"),
     (["train-pruningnet", "-c", "smoke", "--set", "train.amp=fp8", "--run-dir", "{t}/r"], "'fp8'"),
     (["train-pruningnet", "-c", "smoke", "--set", "train.bogus=1", "--run-dir", "{t}/r"], "train.bogus"),
     (["train-pruningnet", "-c", "smoke", "--set", "data.name=imagenet22k", "--run-dir", "{t}/r"], "'imagenet22k'"),

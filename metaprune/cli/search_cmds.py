@@ -129,7 +129,7 @@ def search(run_dir, max_macs, max_params, max_latency_ms, max_flops_metapruning,
                "evaluated": out.evaluated, "new_evaluations": out.new_evaluations,
                "seconds": round(out.seconds, 2),
                "candidates_per_minute": round(60 * out.new_evaluations / max(out.seconds, 1e-9), 1),
-               "front_size": out.front_size, "best": {**best, "top1": out.best["score"]}}
+               "front_size": out.front_size, "best": {**best, **_best_scores(out.best)}}
     if as_json:
         echo_json(summary)
         return
@@ -137,8 +137,21 @@ def search(run_dir, max_macs, max_params, max_latency_ms, max_flops_metapruning,
 
     costs = ", ".join(format_cost(k, out.best[k]) for k in ("macs", "params", "latency_ms") if k in out.best)
     click.echo(f"searched {out.evaluated} candidates ({out.new_evaluations} new in {out.seconds:.1f} s); "
-               f"best: id {out.best['id']}, proxy top-1 {100 * out.best['score']:.2f}% at {costs}; "
+               f"best: id {out.best['id']}, {_best_text(out.best)} at {costs}; "
                f"front of {out.front_size}. See `metaprune pareto {run_dir}`.")
+
+
+def _best_scores(best: dict) -> dict:
+    """The best candidate's proxy figures: ``top1``, and with the loss as the score ``loss`` too."""
+    if "loss" in best:
+        return {"top1": best["top1"], "loss": best["loss"], "score": "loss"}
+    return {"top1": best["score"]}
+
+
+def _best_text(best: dict) -> str:
+    if "loss" in best:
+        return f"proxy loss {best['loss']:.4f} (the score), top-1 {100 * best['top1']:.2f}%"
+    return f"proxy top-1 {100 * best['score']:.2f}%"
 
 
 @cli.command()
@@ -164,6 +177,7 @@ def pareto(run_dir, baselines, device, as_json) -> None:
     if as_json:
         echo_json({"run": str(run.path), "strategy": front_doc["strategy"],
                    "budgets": front_doc["budgets"], "objectives": front_doc["objectives"],
+                   "score": front_doc.get("score", "top1"),
                    "front": front_doc["front"], "baselines": base, "plot": str(png)})
         return
     click.echo(front_table(front_doc["front"]))
@@ -210,4 +224,6 @@ def export(run_dir, candidate_id, max_macs, max_params, max_latency_ms, output, 
         echo_json({"id": cand["id"], "files": [str(p) for p in written], **spec.metrics})
         return
     click.echo(f"candidate {cand['id']}: {cand['macs'] / 1e6:.2f}M MACs, {cand['params']:,} params, "
-               f"proxy top-1 {100 * cand['top1']:.2f}% -> " + ", ".join(str(p) for p in written))
+               f"proxy top-1 {100 * cand['top1']:.2f}%"
+               + (f", proxy loss {cand['loss']:.4f} (the search's score)" if "loss" in cand else "")
+               + " -> " + ", ".join(str(p) for p in written))

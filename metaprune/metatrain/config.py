@@ -39,13 +39,25 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum, in [0, 1)
     nesterov: bool = False  # Nesterov momentum
     weight_decay: float = 4e-5  # L2 penalty, >= 0
+    # weight decay of the generators (every layer's WeightGenerator: its FC1 and the FC2 weight and bias
+    # that emit the layer's weight, i.e. nearly every parameter); null: train.weight_decay. The shared
+    # biases (classifier, squeeze-excitation convs) keep train.weight_decay. 0: the supernet recipe of
+    # the CVPR 2021 channel-ranking competition (issue 26 part 4)
+    generator_weight_decay: float | None = None
     label_smoothing: float = 0.1  # in [0, 1)
     schedule: Literal["cosine", "linear"] = "cosine"  # decay of the learning rate to 0 after the warm-up
     warmup_steps: int = 0  # linear warm-up from 0 over this many steps
     grad_clip: float | None = None  # clip the gradient norm to this value if set
     spike_factor: float = 1.5  # warn when the smoothed loss rises to this many times its running minimum
-    # one uniform random channel vector per step, or the sandwich rule (max, min and one random vector)
-    sampling: Literal["uniform", "sandwich"] = "uniform"
+    # one uniform random channel vector per step; the sandwich rule (max, min and one random vector);
+    # or fair (FairNAS's strict fairness, one vector per step): each unit walks a shuffle of its choices,
+    # one per step, reshuffled every len(choices) steps (seeded by seed and step: a resume continues it),
+    # so within every cycle each choice of each unit is trained equally often
+    sampling: Literal["uniform", "sandwich", "fair"] = "uniform"
+    # in-place distillation (slimmable networks, BigNAS, Once-for-All), with train.sampling sandwich:
+    # the max vector learns from the labels, the other vectors of the step from its detached soft
+    # predictions (soft cross-entropy, no label smoothing); none: every vector from the labels
+    distill: Literal["none", "inplace"] = "none"
     augment: bool = True  # pad-and-crop (and flip, where the dataset allows) training images
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # autocast; auto: bf16 on CUDA, fp32 on the CPU (bf16 was slower there)
@@ -73,6 +85,11 @@ class TrainConfig:
         check(self.lr > 0, prefix + "lr", self.lr, "a number > 0")
         check(0 <= self.momentum < 1, prefix + "momentum", self.momentum, "a number in [0, 1)")
         check(self.weight_decay >= 0, prefix + "weight_decay", self.weight_decay, "a number >= 0")
+        check(self.generator_weight_decay is None or self.generator_weight_decay >= 0,
+              prefix + "generator_weight_decay", self.generator_weight_decay, "a number >= 0 or null")
+        check(self.distill == "none" or self.sampling == "sandwich", prefix + "distill", self.distill,
+              f"none with train.sampling {self.sampling} (inplace distils from the max vector, which only "
+              "sandwich sampling trains every step)")
         check(0 <= self.label_smoothing < 1, prefix + "label_smoothing", self.label_smoothing,
               "a number in [0, 1)")
         check(self.grad_clip is None or self.grad_clip > 0, prefix + "grad_clip", self.grad_clip,

@@ -53,12 +53,56 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def sample_vectors(space: Space, rng: np.random.Generator, sampling: str) -> list[dict[str, int]]:
-    """One uniform random vector, or (sandwich rule) the max, the min and one random vector."""
+def sample_vectors(space: Space, rng: np.random.Generator, sampling: str, *, seed: int = 0,
+                   step: int = 0) -> list[dict[str, int]]:
+    """One uniform random vector, (sandwich rule) the max, the min and one random vector, or (fair)
+    step ``step``'s vector of :func:`fair_vector` (``rng`` unused)."""
+    if sampling == "fair":
+        return [fair_vector(space, seed, step)]
     rand = {u.name: int(u.choices[rng.integers(len(u.choices))]) for u in space.units}
     if sampling == "sandwich":
         return [space.max_channels(), space.min_channels(), rand]
     return [rand]
+
+
+_FAIR_STREAM = 0xFA1  # keeps fair sampling's draws apart from the other (seed, step) streams
+
+
+def fair_vector(space: Space, seed: int, step: int) -> dict[str, int]:
+    """FairNAS-style fair sampling: unit ``i`` with ``n`` choices takes, at ``step``, position
+    ``step % n`` of a permutation of its choices drawn from ``(seed, i, step // n)``, so every ``n``
+    consecutive steps (from step 0) train each of its choices exactly once, and the vector of a step
+    depends only on ``(seed, step)`` (a resumed run draws what an uninterrupted one would). Units are
+    shuffled independently, so the vectors themselves still vary."""
+    out = {}
+    for i, u in enumerate(space.units):
+        n = len(u.choices)
+        cycle, pos = divmod(step, n)
+        perm = np.random.default_rng([_FAIR_STREAM, seed, i, cycle]).permutation(n)
+        out[u.name] = int(u.choices[perm[pos]])
+    return out
+
+
+def step_losses(forward, x: torch.Tensor, y: torch.Tensor, vectors: list[dict[str, int]], tc,
+                autocast=contextlib.nullcontext):
+    """Yield ``(loss, logits)`` for each vector of a step, in order, one at a time (the caller runs
+    each backward before the next forward, so one graph is alive at a time).
+
+    Cross-entropy on the labels (with ``tc.label_smoothing``); with ``tc.distill == "inplace"`` only
+    the first vector (the sandwich's max) learns from the labels and every later one from the first's
+    detached softmax (soft cross-entropy: ``-sum(p_max * log_softmax(logits))``, no smoothing), as in
+    slimmable networks' in-place distillation."""
+    teacher = None
+    for ch in vectors:
+        with autocast():
+            logits = forward(x, ch)
+            if teacher is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+            else:
+                loss = F.cross_entropy(logits.float(), teacher)
+        if tc.distill == "inplace" and teacher is None:
+            teacher = logits.detach().float().softmax(dim=1)
+        yield loss, logits
 
 
 def _lr_lambda(total: int, warmup: int, schedule: str):
@@ -194,6 +238,11 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     step_fn = _StepForward(model, how, amp_dtype) if execution == "masked" else None
+    forward = step_fn if step_fn is not None else model
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
     total = tc.epochs * steps_per_epoch
     if tc.max_steps:
         total = min(total, tc.max_steps)
@@ -254,13 +303,11 @@ def meta_train(run: Run, data, progress: bool = True, dist: tuple[int, int] | No
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 torch.manual_seed(cfg.seed * 7_919 + step)  # dropout
-                vectors = sample_vectors(run.space, np.random.default_rng([cfg.seed, step]), tc.sampling)
+                vectors = sample_vectors(run.space, np.random.default_rng([cfg.seed, step]), tc.sampling,
+                                         seed=cfg.seed, step=step)
                 opt.zero_grad(set_to_none=True)
                 loss_sum, correct = 0.0, 0
-                for ch in vectors:
-                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        logits = step_fn(x, ch) if step_fn is not None else model(x, ch)
-                        loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+                for loss, logits in step_losses(forward, x, y, vectors, tc, autocast):
                     if not _finite_everywhere(loss, world):
                         raise TrainingDiverged(
                             f"loss is {loss.item()} at step {step}; stopped, last good checkpoint kept "
@@ -389,9 +436,24 @@ def _optimizer(net: torch.nn.Module, tc) -> torch.optim.Optimizer:
     cls, kw = ((torch.optim.AdamW, {"weight_decay": tc.weight_decay}) if tc.optimizer == "adamw" else
                (torch.optim.SGD, {"momentum": tc.momentum, "nesterov": tc.nesterov, "weight_decay": tc.weight_decay}))
     params = list(net.parameters())
+    groups = param_groups(net, tc)
     # torch checks a fused kernel's device only at the first step: use it where it is known to exist
     fused = all(p.device.type in _FUSED_DEVICES and p.dtype.is_floating_point for p in params)
-    return cls(params, lr=tc.lr, fused=True, **kw) if fused else cls(params, lr=tc.lr, **kw)
+    return cls(groups, lr=tc.lr, fused=True, **kw) if fused else cls(groups, lr=tc.lr, **kw)
+
+
+def param_groups(net: torch.nn.Module, tc) -> list[dict]:
+    """The optimizer's parameter groups: one (every parameter at ``train.weight_decay``), or, when
+    ``train.generator_weight_decay`` differs from it, the generators (parameters under
+    ``net.generators``: each layer's FC1 and the FC2 weight and bias that emit its weight) at
+    ``generator_weight_decay`` and the rest (the shared biases) at ``weight_decay``."""
+    gwd = getattr(tc, "generator_weight_decay", None)  # benchmarks pass only the optimizer's fields
+    if gwd is None or gwd == tc.weight_decay:
+        return [{"params": list(net.parameters())}]  # as before the option: old checkpoints load
+    named = list(net.named_parameters())
+    gen = [p for n, p in named if n.startswith("generators.")]
+    rest = [p for n, p in named if not n.startswith("generators.")]
+    return [g for g in ({"params": gen, "weight_decay": gwd}, {"params": rest}) if g["params"]]
 
 
 def _load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:

@@ -15,8 +15,8 @@ COST_KEYS = ("macs", "params", "latency_ms", "flops_metapruning")
 
 @dataclass(frozen=True)
 class SearchEvalConfig:
-    """How each candidate is scored: BN re-estimated on ``bn_batches`` training batches, top-1 on at
-    most ``max_images`` search-split images (None: the run's meta-training eval setting), with
+    """How each candidate is scored: BN re-estimated on ``bn_batches`` training batches, top-1 (or,
+    with ``score: loss``, minus the cross-entropy loss) on at most ``max_images`` search-split images (None: the run's meta-training eval setting), with
     ``threads`` torch threads per evaluator (None: torch's default; 1 avoids thread contention on
     small, busy CPUs and is what each Ray actor uses). ``execution``: BN re-estimation and scoring on
     the network built for the vector (sliced) or on the PruningNet at max width with channel masks
@@ -28,6 +28,10 @@ class SearchEvalConfig:
     batch_size: int | None = None  # null: the run's eval.batch_size
     threads: int | None = None  # torch threads per evaluator; null: torch's default (each Ray actor uses 1)
     execution: Literal["auto", "sliced", "masked"] = "auto"  # sliced, masked, or auto: masked on CUDA, sliced on the CPU
+    # what the search maximises: top1 (proxy top-1 on the search split) or loss (minus the candidate's
+    # mean cross-entropy there, which separates vectors whose top-1 ties; issue 26 part 4). With loss,
+    # candidates.json and front.json say "score": "loss" and keep top1 beside each candidate's loss
+    score: Literal["top1", "loss"] = "top1"
 
     def validate(self, prefix: str = "") -> None:
         for key in ("bn_batches", "max_images", "batch_size", "threads"):

@@ -25,6 +25,7 @@ class ProxySettings:
     seed: int
     threads: int | None = None
     execution: str | None = None  # None (states written before issue 29): auto
+    score: str | None = None  # None (states written before issue 26): top1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,7 +38,19 @@ def proxy_settings(run, cfg: SearchConfig, seed: int) -> ProxySettings:
         bn_batches=cfg.eval.bn_batches or run_eval.bn_batches,
         batch_size=cfg.eval.batch_size or run_eval.batch_size,
         max_images=cfg.eval.max_images if cfg.eval.max_images is not None else run_eval.max_images,
-        seed=seed, threads=cfg.eval.threads, execution=cfg.eval.execution)
+        seed=seed, threads=cfg.eval.threads, execution=cfg.eval.execution, score=cfg.eval.score)
+
+
+def proxy_score(res: dict, score: str | None) -> float | dict[str, float]:
+    """The fitness of an :func:`metaprune.evaluation.evaluate` result: its top-1 (``score`` top1 or
+    None), or for ``loss`` a mapping whose ``score`` is minus the mean cross-entropy (the search
+    maximises it, so a lower loss ranks higher even where top-1 ties) and which keeps ``top1`` and
+    ``loss`` on the candidate's record."""
+    if score in (None, "top1"):
+        return float(res["top1"])
+    if score == "loss":
+        return {"score": -float(res["loss"]), "top1": float(res["top1"]), "loss": float(res["loss"])}
+    raise ValueError(f"score {score!r}; accepted: top1, loss")
 
 
 def resolve_device(device: str) -> str:
@@ -51,7 +64,8 @@ def resolve_device(device: str) -> str:
 
 class ProxyScorer:
     """A run's PruningNet, data and BN batches, loaded once; called on a channel tuple (in the
-    space's unit order) it returns the proxy top-1 (a fraction) on the search split."""
+    space's unit order) it returns the proxy top-1 (a fraction) on the search split, or, with
+    ``settings.score == "loss"``, ``{"score": -loss, "top1", "loss"}`` (:func:`proxy_score`)."""
 
     def __init__(self, run_path: str | Path, settings: ProxySettings, device: str = "cpu"):
         import torch
@@ -86,7 +100,7 @@ class ProxyScorer:
         res = evaluate(self.net, ch, self.data, max_images=self.settings.max_images,
                        batch_size=self.settings.batch_size, seed=self.settings.seed, batches=self.batches,
                        execution=self.execution)
-        return float(res["top1"])
+        return proxy_score(res, self.settings.score)
 
     def model(self, channels: dict[str, int]):
         """The plain network of ``channels`` with generated weights and re-estimated BN."""

@@ -15,7 +15,8 @@ FORMATS = ("json", "torchscript", "onnx")
 
 def pick_candidate(candidates: list[dict], *, candidate_id: int | None = None,
                    budgets: Mapping[str, float] | None = None) -> dict:
-    """Candidate ``candidate_id``, or the best proxy top-1 within ``budgets`` (ties: fewer MACs)."""
+    """Candidate ``candidate_id``, or the best by the search's score (proxy top-1, or the lowest loss
+    when the search scored by it) within ``budgets`` (ties: fewer MACs)."""
     if candidate_id is not None:
         for c in candidates:
             if c["id"] == candidate_id:
@@ -35,12 +36,14 @@ def pick_candidate(candidates: list[dict], *, candidate_id: int | None = None,
         raise UserError("no candidate fits " + ", ".join(
             f"{BUDGET_FLAGS[k]} {format_cost(k, v)} (smallest searched: {format_cost(k, cheapest[k])})"
             for k, v in budgets.items()))
-    return min(fits, key=lambda c: (-c["top1"], c["macs"], c["id"]))
+    return min(fits, key=lambda c: (-c.get("score", c["top1"]), c["macs"], c["id"]))
 
 
 def candidate_spec(space, candidate: dict, search_doc: Mapping, run_path: Path) -> SubnetSpec:
     """The subnet spec of ``candidate`` with costs as metrics and the search as provenance."""
     metrics = {"macs": candidate["macs"], "params": candidate["params"], "proxy_top1": candidate["top1"]}
+    if "loss" in candidate:
+        metrics["proxy_loss"] = candidate["loss"]
     if "latency_ms" in candidate:
         metrics["latency_ms"] = candidate["latency_ms"]
     provenance = {"run": str(run_path), "search": {"strategy": search_doc.get("strategy"),

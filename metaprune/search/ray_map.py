@@ -22,7 +22,7 @@ class _Evaluator:
     def ready(self) -> bool:
         return True
 
-    def score(self, channels: tuple[int, ...]) -> float:
+    def score(self, channels: tuple[int, ...]) -> float | dict[str, float]:
         return self.scorer(channels)
 
 

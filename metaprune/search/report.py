@@ -20,12 +20,14 @@ PLOT_FILE = "pareto.png"
 
 
 def front_table(front: list[dict]) -> str:
-    """id, MACs, params, latency and proxy top-1 of each front member, one per line."""
-    rows = [("id", "MACs", "params", "latency_ms", "proxy_top1")]
+    """id, MACs, params, latency and proxy top-1 (and loss, where the search scored by it) of each
+    front member, one per line."""
+    by_loss = any("loss" in c for c in front)
+    rows = [("id", "MACs", "params", "latency_ms", "proxy_top1") + (("proxy_loss (score)",) if by_loss else ())]
     for c in front:
         lat = f"{c['latency_ms']:.2f}" if c.get("latency_ms") is not None else "-"
         rows.append((str(c["id"]), format_count(c["macs"]), format_count(c["params"]), lat,
-                     f"{100 * c['top1']:.2f}%"))
+                     f"{100 * c['top1']:.2f}%") + ((f"{c['loss']:.4f}",) if by_loss else ()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
 
@@ -89,8 +91,9 @@ def baseline_vectors(space, macs_values: list[int], count: int, budgets: dict | 
 
 def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory,
                     searched: list[dict] | None = None) -> list[dict]:
-    """Proxy top-1 of each baseline; cached in ``RUN/search/baselines.json`` by channel vector. A
-    baseline the search evaluated (among ``searched``, candidate records) takes the search's score."""
+    """Proxy top-1 (and loss, when the search scored by it) of each baseline; cached in
+    ``RUN/search/baselines.json`` by channel vector. A baseline the search evaluated (among
+    ``searched``, candidate records) takes the search's score."""
     from ..store.runs import open_run
 
     f = search_dir(run_path) / BASELINES_FILE
@@ -102,19 +105,29 @@ def score_baselines(run_path: Path, space, vectors: list[dict], scorer_factory,
     if doc.get("pruningnet") != fingerprint:
         doc = {"baselines": []}  # scored by another PruningNet: score again
     cache = {json.dumps(b["channels"], sort_keys=True): b for b in doc["baselines"]}
-    known = {json.dumps(c["channels"], sort_keys=True): c["top1"] for c in searched or []}
+    known = {json.dumps(c["channels"], sort_keys=True): {k: c[k] for k in ("top1", "loss", "score") if k in c}
+             for c in searched or []}
+    by_loss = any("loss" in c for c in searched or [])  # the search's score (a cache may hold the other)
     scorer = None
     out = []
     for v in vectors:
         key = json.dumps(v["channels"], sort_keys=True)
         if key in known:
-            cache[key] = {**v, "top1": known[key]}
-        elif key not in cache:
+            cache[key] = {**v, **known[key]}
+        elif key not in cache or (by_loss and "loss" not in cache[key]):
             scorer = scorer or scorer_factory()
-            cache[key] = {**v, "top1": scorer(tuple(v["channels"][u] for u in space.unit_names))}
-        out.append(cache[key])
+            cache[key] = {**v, **_score_fields(scorer(tuple(v["channels"][u] for u in space.unit_names)))}
+        out.append(cache[key] if by_loss else {k: x for k, x in cache[key].items() if k not in ("loss", "score")})
     write_json(f, {"pruningnet": fingerprint, "baselines": list(cache.values())})
     return out
+
+
+def _score_fields(value) -> dict:
+    """A scorer's value as record fields: ``top1``, or with the loss as the score ``top1``, ``loss``
+    and ``score`` (minus the loss), as :func:`metaprune.search.store.candidate_record` stores them."""
+    if isinstance(value, dict):
+        return {"top1": value["top1"], "loss": round(float(value["loss"]), 6), "score": value["score"]}
+    return {"top1": value}
 
 
 def plot_front(path: Path, candidates: list[dict], front: list[dict], baselines: list[dict],

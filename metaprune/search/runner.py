@@ -241,9 +241,10 @@ def _search_locked(run, cfg: SearchConfig | None, budgets: Mapping[str, float], 
                 replaced.commit()  # the new search has a generation on disk: the old one can go
                 if progress is not None:
                     log = state["logbook"][-1]
+                    best = (f"best proxy loss {-log['best_score']:.4f}" if proxy.score == "loss" else
+                            f"best proxy top-1 {100 * log['best_score']:.2f}%")
                     progress(f"generation {log['gen'] + 1}/{settings.generations}: {log['evals']} new, "
-                             f"{log['evaluated']} evaluated, best proxy top-1 {100 * log['best_score']:.2f}%, "
-                             f"front of {log['front_size']}")
+                             f"{log['evaluated']} evaluated, {best}, front of {log['front_size']}")
 
             if saved is None:
                 result = run_search(problem, settings, seed=seed, map_fn=map_fn, on_generation=on_generation,

@@ -2,7 +2,8 @@
 
 Files: ``state.json`` (what ``--resume`` continues from), ``candidates.json`` (every evaluated
 vector), ``logbook.json``, ``front.json`` (``{"front": [{"id", "channels", "macs", "params",
-["latency_ms"], "top1"}]}``), ``pareto.png`` and ``baselines.json`` (from ``metaprune pareto``),
+["latency_ms"], "top1"[, "loss", "score"]}]}``; ``score`` at the top says what the search
+maximised, ``top1`` or ``loss``), ``pareto.png`` and ``baselines.json`` (from ``metaprune pareto``),
 and ``search.lock`` (flocked by the search running now, which it names).
 """
 from __future__ import annotations
@@ -84,7 +85,8 @@ def read_state(run_path: Path) -> dict | None:
 
 
 def candidate_record(c: dict, unit_names: Sequence[str]) -> dict:
-    """An evolution candidate as the run stores it: channels by unit name, ``top1`` for the score."""
+    """An evolution candidate as the run stores it: channels by unit name, ``top1`` for the score (with
+    the loss as the score: ``top1``, ``loss`` and ``score``, minus the loss)."""
     rec: dict[str, Any] = {"id": c["id"], "generation": c["generation"],
                            "channels": dict(zip(unit_names, c["channels"])),
                            "macs": c["macs"], "params": c["params"]}
@@ -92,7 +94,10 @@ def candidate_record(c: dict, unit_names: Sequence[str]) -> dict:
         rec["latency_ms"] = round(float(c["latency_ms"]), 4)
     if "flops_metapruning" in c:
         rec["flops_metapruning"] = int(c["flops_metapruning"])
-    rec["top1"] = c["score"]
+    if "loss" in c:  # scored by the loss (search eval.score: loss): the score is minus it
+        rec["top1"], rec["loss"], rec["score"] = c["top1"], round(float(c["loss"]), 6), c["score"]
+    else:
+        rec["top1"] = c["score"]
     return rec
 
 
@@ -105,7 +110,7 @@ def write_generation(run_path: Path, evo_state: dict, meta: dict, unit_names: Se
     front = [candidate_record(c, unit_names) for c in pareto_front(evo_state["candidates"], objectives)]
     head = {"strategy": meta["strategy"], "budgets": meta["budgets"], "seed": meta["seed"],
             "generation": evo_state["generation"], "generations": evo_state["settings"]["generations"],
-            "finished": evo_state["finished"]}
+            "finished": evo_state["finished"], "score": meta.get("proxy", {}).get("score") or "top1"}
     atomic_write_many({d / "candidates.json": dumps_json({**head, "candidates": records}),
                        d / "logbook.json": dumps_json({**head, "logbook": evo_state["logbook"]}),
                        d / "front.json": dumps_json({**head, "objectives": list(objectives), "front": front}),

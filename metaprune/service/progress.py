@@ -210,9 +210,13 @@ def search_status(run: Path, damaged: list[str] | None = None) -> dict:
     if log and isinstance(log[-1], dict):
         last = log[-1]
         gen = count(last.get("gen"))
+        best = num(last.get("best_score"))
+        by_loss = book.get("score") == "loss"  # the score is minus the loss (search eval.score: loss)
         out.update(generation=gen + 1 if gen is not None else None, evaluated=count(last.get("evaluated")),
-                   best_top1=num(last.get("best_score")), best_id=count(last.get("best_id")),
+                   best_top1=None if by_loss else best, best_id=count(last.get("best_id")),
                    front_size=count(last.get("front_size")))
+        if by_loss and best is not None:
+            out["best_loss"] = -best
     if count(book.get("generations")):
         out["generations"] = book["generations"]
     if out.get("generations") and out.get("generation"):

@@ -284,10 +284,13 @@ COST_KEYS = ("macs", "params", "latency_ms", "flops_metapruning")
 _COUNT = Num(0, MAX_COUNT, lo_open=True)
 BUDGETS = Map(_COUNT)
 _SCORE = Num(0.0, 1.0)
+_LOSS = Num(0.0, 1e9)  # a candidate's mean cross-entropy (search eval.score: loss)
+_FITNESS = Num(-1e9, 1.0)  # what the search maximises: top-1, or minus the loss
 CANDIDATE = Obj({"id": Int(0, MAX_ITEMS), "generation": Int(0, 10**6),
                  "channels": Map(Int(1, MAX_CHANNELS), min_len=1), "macs": _COUNT, "params": _COUNT,
                  "top1": _SCORE},
-                {"latency_ms": Num(0, 1e7, lo_open=True), "flops_metapruning": _COUNT})
+                {"latency_ms": Num(0, 1e7, lo_open=True), "flops_metapruning": _COUNT, "loss": _LOSS,
+                 "score": _FITNESS})
 _SEARCH_AGAIN = "rerun the search with --overwrite"
 CANDIDATES_FILE = Kind("search candidates file", Obj({"candidates": List(CANDIDATE, min_len=1)},
                                                      {"budgets": BUDGETS, "strategy": Str(max_len=64)}),
@@ -304,8 +307,9 @@ BASELINE_SCORES = Kind("baseline scores", Obj(
 _GENES = List(Int(0, MAX_CHANNELS), min_len=1)
 _EVO_CANDIDATE = Obj({"id": Int(0, MAX_ITEMS), "generation": Int(0, 10**6), "genes": _GENES,
                       "channels": List(Int(1, MAX_CHANNELS), min_len=1), "macs": _COUNT, "params": _COUNT,
-                      "score": _SCORE},
-                     {"latency_ms": Num(0, 1e7, lo_open=True), "flops_metapruning": _COUNT})
+                      "score": _FITNESS},
+                     {"latency_ms": Num(0, 1e7, lo_open=True), "flops_metapruning": _COUNT, "top1": _SCORE,
+                      "loss": _LOSS})
 
 
 def _rng_problem(rng: Mapping) -> str | None:
@@ -343,7 +347,8 @@ _EVOLUTION = Custom(Obj({
     _genes_problem, "a population and elite drawn from the candidates")
 PROXY = Obj({"bn_batches": Int(1, 1_000_000), "batch_size": Int(1, 1 << 20), "max_images": Opt(Int(1, 10**9)),
              "seed": Int(*SEED_RANGE)}, {"threads": Opt(Int(*THREADS_RANGE)),
-                                          "execution": Opt(Str(("auto", "sliced", "masked")))})
+                                          "execution": Opt(Str(("auto", "sliced", "masked"))),
+                                          "score": Opt(Str(("top1", "loss")))})
 SEARCH_STATE = Kind("search state", Obj({
     "search": Obj({"strategy": Str(("constrained", "pareto")), "budgets": BUDGETS, "seed": Int(*SEED_RANGE),
                    "config": Map(), "proxy": PROXY}, {"pruningnet": Opt(Str(max_len=64))}),
