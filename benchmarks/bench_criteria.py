@@ -1,16 +1,18 @@
 """Searched vs uniform vs criterion-pruned networks at equal MACs, trained from scratch (issue 12).
 
 The protocol is pre-registered in BENCHMARKS.md ("Second attempt"): in the chosen regime, meta-train
-a PruningNet (quickstart config at the regime's width), run a Pareto search (quickstart search
-config), and at each budget (30% and 60% of the full network's MACs) export the searched pick, prune
-random / l1 / bn / taylor networks to the pick's MACs from one full-width network (seed 0, the
-regime's recipe), and train all of them plus the uniform baseline with seeds 0..S-1 (Scratch-E).
+a PruningNet (``--config``, quickstart by default, at the regime's width), run a Pareto search (the
+search config of the same name), and at each budget (30% and 60% of the full network's MACs) export
+the searched pick, prune random / l1 / bn / taylor / fpgm networks to the pick's MACs from one
+full-width network (seed 0, the regime's recipe), and train all of them plus the uniform baseline with seeds 0..S-1 (Scratch-E).
 Where the Pareto front has no candidate under a budget, the searched network comes from MetaPruning's
 constrained search at that budget (a deviation from the pre-registered text, made before any
 network was trained; BENCHMARKS.md says so).
 
     .venv/bin/python benchmarks/bench_criteria.py --width-mult 0.125 --epochs 8 --train-images 3500 \\
         --seeds 5 --out /tmp/criteria --json benchmarks/results/criteria.json
+    .venv/bin/python benchmarks/bench_criteria.py --config quickstart_glyphs --width-mult 0.5 --epochs 4 \
+        --train-images 12400 --test-images 4000 --augment --warmup-epochs 1.0 --seeds 5 ...
 
 Every step is a `metaprune` command, so this is also an end-to-end check of the CLI.
 """
@@ -25,9 +27,10 @@ import time
 from pathlib import Path
 
 from pruningnet.cost import cost_model
+from recipe_flags import add_recipe_flags, recipe_sets
 
 REPO = Path(__file__).resolve().parents[1]
-CRITERIA = "random,l1,bn,taylor"
+CRITERIA = "random,l1,bn,taylor,fpgm"
 
 
 def mp(*args: str, check: bool = True) -> str | None:
@@ -44,6 +47,9 @@ def mp(*args: str, check: bool = True) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="quickstart",
+                    help="meta-training and search config by name (quickstart_glyphs: the glyphs regime)")
+    ap.add_argument("--criteria", default=CRITERIA, help="pruning criteria of the baselines (none: the searched and uniform networks only)")
     ap.add_argument("--width-mult", type=float, required=True)
     ap.add_argument("--epochs", type=int, required=True)
     ap.add_argument("--train-images", type=int, required=True)
@@ -52,6 +58,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--fractions", default="0.6,0.3",
                     help="budgets as fractions of the full MACs, largest first (see the constrained fallback)")
+    add_recipe_flags(ap)
     ap.add_argument("--out", required=True)
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
@@ -62,12 +69,13 @@ def main() -> None:
               "--set", f"recipe.max_test_images={args.test_images}", "--set", f"recipe.epochs={args.epochs}"]
     if args.lr is not None:
         recipe += ["--set", f"recipe.lr={args.lr}"]
+    recipe += recipe_sets(args)
     if not (run / "pruningnet.pt").is_file():
         shutil.rmtree(run, ignore_errors=True)
-        mp("train-pruningnet", "-c", "quickstart", "--run-dir", run, "--quiet",
+        mp("train-pruningnet", "-c", args.config, "--run-dir", run, "--quiet",
            "--set", f"space.options.width_mult={args.width_mult}")
     if not (run / "search" / "front.json").is_file():
-        mp("search", run, "-c", "quickstart", "--strategy", "pareto", "--quiet", "--overwrite")
+        mp("search", run, "-c", args.config, "--strategy", "pareto", "--quiet", "--overwrite")
     from metaprune.store.runs import open_run
 
     space = open_run(run).space
@@ -81,11 +89,13 @@ def main() -> None:
             # the Pareto front does not reach this budget: MetaPruning's constrained search at it
             # (replaces the Pareto search, hence budgets largest first)
             how = "constrained"
-            mp("search", run, "-c", "quickstart", "--strategy", "constrained", "--max-macs", budget, "--quiet",
+            mp("search", run, "-c", args.config, "--strategy", "constrained", "--max-macs", budget, "--quiet",
                "--overwrite")
             mp("export", run, "--max-macs", budget, "-o", searched)
-        doc = json.loads(mp("baseline", run, "--criteria", CRITERIA, "--like", searched, *recipe, "--json"))
-        specs = [searched] + [b["file"] for b in doc["baselines"]]
+        specs = [searched]
+        if args.criteria != "none":
+            doc = json.loads(mp("baseline", run, "--criteria", args.criteria, "--like", searched, *recipe, "--json"))
+            specs += [b["file"] for b in doc["baselines"]]
         mp("train", run, *sum((["--spec", s] for s in specs), []), *recipe, "--seeds", args.seeds,
            "--epochs", args.epochs, "--quiet")
         rows = json.loads((run / "train" / "results.json").read_text())["results"]
