@@ -146,7 +146,8 @@ class Builder:
 
     def model(self) -> nn.Module:
         entries = {x.path: self.make(x) if x.weighted or x.kind == "bn" else x for x in self.layers}
-        assert len(entries) == len(self.layers), "two lowered layers share a module path"
+        if len(entries) != len(self.layers):
+            raise ValueError("two lowered layers share a module path")
         return _assemble(entries, top=True)
 
 
@@ -154,7 +155,8 @@ def _assemble(entries: dict, top: bool = False) -> nn.Module:
     """The module of one path from its entries (paths relative to it, ``""``: its own)."""
     own = entries.pop("", None)
     if isinstance(own, nn.Module):
-        assert not entries, f"a weighted layer's module holds other layers: {list(entries)}"
+        if entries:
+            raise ValueError(f"a weighted layer's module holds other layers: {list(entries)}")
         return own
     if own is not None and own.kind == "graph":
         return _graph(own, entries)

@@ -2,6 +2,7 @@
 generators, and the candidate's loss as the search's score."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -160,3 +161,11 @@ def test_loss_score_ranks_the_lower_loss_higher_where_top1_ties(space, tmp_path)
     assert read_state(tmp_path)["evolution"]["candidates"][0]["score"] < 0
     front = read_front(tmp_path)
     assert front["score"] == "loss" and all("loss" in c and 0 <= c["top1"] <= 1 for c in front["front"])
+
+
+def test_a_diverged_candidate_scores_last_and_its_record_stays_valid_json():
+    worst = proxy_score({"top1": 0.01, "loss": float("nan")}, "loss")
+    assert worst["score"] == -1e9 and worst["loss"] == 1e9
+    assert proxy_score({"top1": 0.01, "loss": float("inf")}, "loss") == worst
+    assert proxy_score({"top1": 0.5, "loss": 40.0}, "loss")["score"] > worst["score"]
+    json.loads(json.dumps(worst, allow_nan=False))

@@ -233,3 +233,20 @@ def test_seed_vectors_are_the_budgets_uniform_network_and_on_grid_criterion_spec
     save_spec(make_spec(space, off_grid), run.path / "baselines" / "bn-1M.json")
     (run.path / "baselines" / "report.json").write_text("{}")  # not a spec: skipped
     assert seed_vectors(run, {}) == [tuple(on_grid[u] for u in space.unit_names)]
+
+
+def test_a_loss_scored_pareto_search_draws_and_checks_its_front_by_loss(smoke_run, tmp_path, cli):
+    """``eval.score: loss``: the front is chosen by minus the loss, the baselines are scored the same
+    way, no uniform network has a lower loss at fewer MACs than the front, and the plot is drawn."""
+    run = copy_run(smoke_run, tmp_path / "loss")
+    code, _, err = cli("search", run, "-c", SMOKE, "--strategy", "pareto", "--set", "eval.score=loss",
+                       "--set", "generations=2", "--quiet")
+    assert code == 0, err
+    code, out, err = cli("pareto", run, "--json", "--baselines", 3)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["score"] == "loss" and all(abs(f["score"] + f["loss"]) < 1e-5 for f in doc["front"])
+    assert len(doc["baselines"]) >= 2 and all("loss" in b for b in doc["baselines"])
+    for b in doc["baselines"]:
+        assert any(f["macs"] <= b["macs"] and f["loss"] <= b["loss"] + 1e-6 for f in doc["front"]), b
+    assert Path(doc["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

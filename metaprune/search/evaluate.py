@@ -1,6 +1,7 @@
 """Scoring and costing candidates of a run: the fitness and cost functions handed to :mod:`evolution`."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ def proxy_settings(run, cfg: SearchConfig, seed: int) -> ProxySettings:
         seed=seed, threads=cfg.eval.threads, execution=cfg.eval.execution, score=cfg.eval.score)
 
 
+_LOSS_CAP = 1e9  # the largest loss the run store accepts (store.schemas._LOSS)
+
+
 def proxy_score(res: dict, score: str | None) -> float | dict[str, float]:
     """The fitness of an :func:`metaprune.evaluation.evaluate` result: its top-1 (``score`` top1 or
     None), or for ``loss`` a mapping whose ``score`` is minus the mean cross-entropy (the search
@@ -49,7 +53,10 @@ def proxy_score(res: dict, score: str | None) -> float | dict[str, float]:
     if score in (None, "top1"):
         return float(res["top1"])
     if score == "loss":
-        return {"score": -float(res["loss"]), "top1": float(res["top1"]), "loss": float(res["loss"])}
+        loss = float(res["loss"])
+        if not math.isfinite(loss) or loss > _LOSS_CAP:  # a diverged candidate ranks last, and stays JSON
+            loss = _LOSS_CAP
+        return {"score": -loss, "top1": float(res["top1"]), "loss": loss}
     raise ValueError(f"score {score!r}; accepted: top1, loss")
 
 

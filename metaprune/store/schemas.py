@@ -301,7 +301,7 @@ FRONT_FILE = Kind("search front file",
                   _SEARCH_AGAIN)
 BASELINE_SCORES = Kind("baseline scores", Obj(
     {"baselines": List(Obj({"channels": Map(Int(1, MAX_CHANNELS), min_len=1), "top1": _SCORE, "macs": _COUNT},
-                           {"params": _COUNT, "ratio": Num(0.0, 1.0)}))},
+                           {"params": _COUNT, "ratio": Num(0.0, 1.0), "loss": _LOSS, "score": _FITNESS}))},
     {"pruningnet": Opt(Str(max_len=64))}), "delete it; `metaprune pareto` scores the baselines again")
 
 _GENES = List(Int(0, MAX_CHANNELS), min_len=1)

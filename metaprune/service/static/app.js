@@ -198,7 +198,7 @@ function searchLine(s, p) {
   const src = p || s, st = p ? "running" : s.state;
   return [el("span", {id: "search-state"}, stateTag(st)), " ", bar(src.fraction),
     ` generation ${intText(src.generation)} / ${intText(src.generations)}, ${intText(src.evaluated ?? 0)} candidates scored, ` +
-    `best so far ${pct(src.best_top1)}${p && isNum(p.eta_s) ? `, ETA ${secs(p.eta_s)}` : ""}`];
+    `best so far ${isNum(src.best_loss) ? `loss ${src.best_loss.toFixed(4)}` : pct(src.best_top1)}${p && isNum(p.eta_s) ? `, ETA ${secs(p.eta_s)}` : ""}`];
 }
 
 async function jobAction(id, action) {
