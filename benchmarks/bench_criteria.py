@@ -4,15 +4,18 @@ The protocol is pre-registered in BENCHMARKS.md ("Second attempt"): in the chose
 a PruningNet (``--config``, quickstart by default, at the regime's width), run a Pareto search (the
 search config of the same name), and at each budget (30% and 60% of the full network's MACs) export
 the searched pick, prune random / l1 / bn / taylor / fpgm networks to the pick's MACs from one
-full-width network (seed 0, the regime's recipe), and train all of them plus the uniform baseline with seeds 0..S-1 (Scratch-E).
+full-width network (seed 0, the regime's recipe), and train all of them plus the uniform baseline
+with seeds 0..S-1 (Scratch-E).
 Where the Pareto front has no candidate under a budget, the searched network comes from MetaPruning's
 constrained search at that budget (a deviation from the pre-registered text, made before any
 network was trained; BENCHMARKS.md says so).
 
     .venv/bin/python benchmarks/bench_criteria.py --width-mult 0.125 --epochs 8 --train-images 3500 \\
         --seeds 5 --out /tmp/criteria --json benchmarks/results/criteria.json
-    .venv/bin/python benchmarks/bench_criteria.py --config quickstart_glyphs --width-mult 0.5 --epochs 4 \
-        --train-images 12400 --test-images 4000 --augment --warmup-epochs 1.0 --seeds 5 ...
+    .venv/bin/python benchmarks/bench_criteria.py --config quickstart_glyphs --criteria none \\
+        --width-mult 0.25 --epochs 4 --train-images 12400 --test-images 4000 --augment \\
+        --warmup-epochs 1.0 --seeds 5 --fractions 0.35 --out /tmp/criteria-glyphs \\
+        --json benchmarks/results/criteria_glyphs_0.35.json
 
 Every step is a `metaprune` command, so this is also an end-to-end check of the CLI.
 """
@@ -49,7 +52,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="quickstart",
                     help="meta-training and search config by name (quickstart_glyphs: the glyphs regime)")
-    ap.add_argument("--criteria", default=CRITERIA, help="pruning criteria of the baselines (none: the searched and uniform networks only)")
+    ap.add_argument("--criteria", default=CRITERIA,
+                    help="pruning criteria of the baselines (none: the searched and uniform networks only)")
     ap.add_argument("--width-mult", type=float, required=True)
     ap.add_argument("--epochs", type=int, required=True)
     ap.add_argument("--train-images", type=int, required=True)

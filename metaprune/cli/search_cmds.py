@@ -173,7 +173,8 @@ def pareto(run_dir, baselines, device, as_json) -> None:
     vectors = baseline_vectors(run.space, [c["macs"] for c in cands], baselines, front_doc["budgets"], cands)
     base = score_baselines(run.path, run.space, vectors, _scorer_factory(run.path, device), cands)
     png = plot_front(search_dir(run.path) / PLOT_FILE, cands, front_doc["front"], base,
-                     f"{run.path.name}: {front_doc['strategy']} search, {len(cands)} candidates")
+                     f"{run.path.name}: {front_doc['strategy']} search, {len(cands)} candidates",
+                     front_doc.get("score", "top1"))
     if as_json:
         echo_json({"run": str(run.path), "strategy": front_doc["strategy"],
                    "budgets": front_doc["budgets"], "objectives": front_doc["objectives"],

@@ -13,6 +13,7 @@ from pruningnet.cost import cost_model
 from pruningnet.errors import UserError
 from pruningnet.spaces import Space
 
+from ..store.schemas import MAX_LOSS
 from .config import SearchConfig
 
 
@@ -42,9 +43,6 @@ def proxy_settings(run, cfg: SearchConfig, seed: int) -> ProxySettings:
         seed=seed, threads=cfg.eval.threads, execution=cfg.eval.execution, score=cfg.eval.score)
 
 
-_LOSS_CAP = 1e9  # the largest loss the run store accepts (store.schemas._LOSS)
-
-
 def proxy_score(res: dict, score: str | None) -> float | dict[str, float]:
     """The fitness of an :func:`metaprune.evaluation.evaluate` result: its top-1 (``score`` top1 or
     None), or for ``loss`` a mapping whose ``score`` is minus the mean cross-entropy (the search
@@ -54,8 +52,8 @@ def proxy_score(res: dict, score: str | None) -> float | dict[str, float]:
         return float(res["top1"])
     if score == "loss":
         loss = float(res["loss"])
-        if not math.isfinite(loss) or loss > _LOSS_CAP:  # a diverged candidate ranks last, and stays JSON
-            loss = _LOSS_CAP
+        if not math.isfinite(loss) or loss > MAX_LOSS:  # a diverged candidate ranks last, and stays JSON
+            loss = MAX_LOSS
         return {"score": -loss, "top1": float(res["top1"]), "loss": loss}
     raise ValueError(f"score {score!r}; accepted: top1, loss")
 

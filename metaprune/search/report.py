@@ -131,24 +131,24 @@ def _score_fields(value) -> dict:
 
 
 def plot_front(path: Path, candidates: list[dict], front: list[dict], baselines: list[dict],
-               title: str) -> Path:
-    """The search's score against MACs: every candidate, the front, and the uniform baselines. The
-    score is proxy top-1, or the proxy loss (lower is better, axis inverted) where the search
-    scored by it, so the front is drawn in the order it was chosen in."""
+               title: str, score: str = "top1") -> Path:
+    """The search's ``score`` against MACs: every candidate, the front, and the uniform baselines:
+    proxy top-1, or for ``loss`` the proxy loss (lower is better, axis inverted), so the front is
+    drawn by what chose it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_loss = all("loss" in c for c in front)
+    by_loss = score == "loss"
     y = (lambda r: r["loss"]) if by_loss else (lambda r: 100 * r["top1"])
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.scatter([c["macs"] / 1e6 for c in candidates], [y(c) for c in candidates], s=10,
                color="0.7", label=f"candidates ({len(candidates)})")
     ax.plot([c["macs"] / 1e6 for c in front], [y(c) for c in front], "o-", ms=4,
             color="tab:blue", label=f"Pareto front ({len(front)})", drawstyle="steps-post")
-    b = sorted((r for r in baselines if not by_loss or "loss" in r), key=lambda r: r["macs"])
-    if b:
+    if baselines:
+        b = sorted(baselines, key=lambda r: r["macs"])
         ax.plot([r["macs"] / 1e6 for r in b], [y(r) for r in b], "s--", ms=5,
                 color="tab:orange", label="uniform width")
     ax.set_xlabel("MACs (M)  [the papers' FLOPs]")

@@ -284,8 +284,10 @@ COST_KEYS = ("macs", "params", "latency_ms", "flops_metapruning")
 _COUNT = Num(0, MAX_COUNT, lo_open=True)
 BUDGETS = Map(_COUNT)
 _SCORE = Num(0.0, 1.0)
-_LOSS = Num(0.0, 1e9)  # a candidate's mean cross-entropy (search eval.score: loss)
-_FITNESS = Num(-1e9, 1.0)  # what the search maximises: top-1, or minus the loss
+MAX_LOSS = 1e9  # the largest candidate loss a search file holds (search.evaluate caps at it)
+_LOSS = Num(0.0, MAX_LOSS)  # a candidate's mean cross-entropy (search eval.score: loss)
+_FITNESS = Num(-MAX_LOSS, 1.0)  # what the search maximises: top-1, or minus the loss
+_SCORE_MODE = Str(("top1", "loss"))  # which of the two the search maximised (eval.score)
 CANDIDATE = Obj({"id": Int(0, MAX_ITEMS), "generation": Int(0, 10**6),
                  "channels": Map(Int(1, MAX_CHANNELS), min_len=1), "macs": _COUNT, "params": _COUNT,
                  "top1": _SCORE},
@@ -293,11 +295,12 @@ CANDIDATE = Obj({"id": Int(0, MAX_ITEMS), "generation": Int(0, 10**6),
                  "score": _FITNESS})
 _SEARCH_AGAIN = "rerun the search with --overwrite"
 CANDIDATES_FILE = Kind("search candidates file", Obj({"candidates": List(CANDIDATE, min_len=1)},
-                                                     {"budgets": BUDGETS, "strategy": Str(max_len=64)}),
+                                                     {"budgets": BUDGETS, "strategy": Str(max_len=64),
+                                                      "score": _SCORE_MODE}),
                        _SEARCH_AGAIN)
 FRONT_FILE = Kind("search front file",
                   Obj({"front": List(CANDIDATE, min_len=1), "strategy": Str(("constrained", "pareto")),
-                       "budgets": BUDGETS, "objectives": List(Str(COST_KEYS), 1, 3)}),
+                       "budgets": BUDGETS, "objectives": List(Str(COST_KEYS), 1, 3)}, {"score": _SCORE_MODE}),
                   _SEARCH_AGAIN)
 BASELINE_SCORES = Kind("baseline scores", Obj(
     {"baselines": List(Obj({"channels": Map(Int(1, MAX_CHANNELS), min_len=1), "top1": _SCORE, "macs": _COUNT},
@@ -348,7 +351,7 @@ _EVOLUTION = Custom(Obj({
 PROXY = Obj({"bn_batches": Int(1, 1_000_000), "batch_size": Int(1, 1 << 20), "max_images": Opt(Int(1, 10**9)),
              "seed": Int(*SEED_RANGE)}, {"threads": Opt(Int(*THREADS_RANGE)),
                                           "execution": Opt(Str(("auto", "sliced", "masked"))),
-                                          "score": Opt(Str(("top1", "loss")))})
+                                          "score": Opt(_SCORE_MODE)})
 SEARCH_STATE = Kind("search state", Obj({
     "search": Obj({"strategy": Str(("constrained", "pareto")), "budgets": BUDGETS, "seed": Int(*SEED_RANGE),
                    "config": Map(), "proxy": PROXY}, {"pruningnet": Opt(Str(max_len=64))}),
