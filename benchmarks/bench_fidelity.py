@@ -67,6 +67,10 @@ def sample(space, rng, n_space: int, n_band: int, band_center: float, band_width
         band.extend(draws[np.abs(cm.macs(draws) - center) <= band_width * center])
         if len(band) >= n_band:
             break
+    if len(band) < n_band:
+        raise SystemExit(f"--band-center {band_center}: only {len(band)} of 400,000 uniform draws fall within "
+                         f"+-{band_width:.0%} of {center / 1e6:.2f}M MACs, {n_band} asked; move the centre "
+                         "towards 0.5 or widen --band-width")
     return np.array(spread), np.array(band[:n_band]), center
 
 
