@@ -54,7 +54,8 @@ def _accepted_now() -> dict[str, Callable[[], str]]:
 
     def spaces() -> str:
         from pruningnet import list_spaces
-        return ", ".join(f"`{s}`" for s in list_spaces("*"))
+        return (", ".join(f"`{s}`" for s in list_spaces("*"))
+                + ", or `model:MODULE:CALLABLE` (any network torch.fx traces, docs/spaces.md)")
 
     return {"data.name": datasets, "space.name": spaces}
 
