@@ -126,8 +126,9 @@ def plot(res: dict, path: str) -> None:
     axes[0].set_ylabel(f"scratch test top-1 (%), {res['epochs']} epochs, {res['seeds']} seed(s)")
     axes[0].legend(fontsize=8)
     d = diagnostics(res)
-    data = {"mnist": "MNIST", "glyphs": "glyphs"}.get(res.get("data", "mnist"), res.get("data"))
-    title = f"Does the PruningNet proxy rank subnets as scratch training does? ({data}, small-input MobileNetV2)"
+    data = res.get("data", "mnist")  # results saved before the field was recorded are MNIST's
+    title = ("Does the PruningNet proxy rank subnets as scratch training does? "
+             f"({'MNIST' if data == 'mnist' else data}, small-input MobileNetV2)")
     if "tau_seed0_vs_seed1_all" in d:
         title += (f"\nceiling: scratch seed 0 vs seed 1 tau {d['tau_seed0_vs_seed1_all'][0]:+.2f} all, "
                   f"{d['tau_seed0_vs_seed1_band'][0]:+.2f} in the band")
@@ -242,8 +243,8 @@ def main() -> None:
              "test_top1": float(np.mean(per_seed[c.name])) if c.name in per_seed else None,
              "test_top1_std": float(np.std(per_seed[c.name], ddof=1)) if len(per_seed.get(c.name, [])) > 1 else 0.0,
              "test_top1_per_seed": per_seed.get(c.name, [])} for c in cands]
-    res = {"run": args.run, "proxy_run": args.run, "data": run.config.data.name, "seed": args.seed, "epochs": args.epochs,
-           "images": args.images, "seeds": args.seeds, "warmup_epochs": cfg.recipe.warmup_epochs,
+    res = {"run": args.run, "proxy_run": args.run, "data": run.config.data.name, "seed": args.seed,
+           "epochs": args.epochs, "images": args.images, "seeds": args.seeds, "warmup_epochs": cfg.recipe.warmup_epochs,
            "augment": cfg.recipe.augment,
            "sampling": "space: one per equal-width MACs bin; band: uniform draws", "band_center_macs": int(center),
            "band_width": args.band_width,
