@@ -103,6 +103,10 @@ def main() -> None:
         mp("train", run, *sum((["--spec", s] for s in specs), []), *recipe, "--seeds", args.seeds,
            "--epochs", args.epochs, "--quiet")
         rows = json.loads((run / "train" / "results.json").read_text())["results"]
+        # the run's results hold every budget trained in it: keep this pick, its uniform baseline and
+        # the criteria networks paired with that baseline
+        base = next(r["baseline"] for r in rows if r["name"] == f"searched-{searched.stem}")
+        rows = [r for r in rows if base in (r["name"], r.get("baseline"))]
         shutil.copy(run / "train" / "results.json", out / f"results-{frac:.2f}.json")
         keep = ("name", "kind", "macs", "params", "proxy_top1", "test_top1", "test_top1_std",
                 "test_top1_per_seed", "delta_top1", "delta_p", "channels")
