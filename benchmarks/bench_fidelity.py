@@ -90,6 +90,14 @@ def diagnostics(res: dict) -> dict:
         if len(two) >= 3:
             out[f"tau_seed0_vs_seed1_{group}"] = _tau([r["test_top1_per_seed"][0] for r in two],
                                                       [r["test_top1_per_seed"][1] for r in two])
+        k = min((len(r.get("test_top1_per_seed", [])) for r in rs), default=0)
+        if k >= 3 and len(rs) >= 3:  # every pair of seeds, and each seed against the others' mean
+            seeds = np.array([r["test_top1_per_seed"][:k] for r in rs])
+            pairs = {f"{i}v{j}": _tau(seeds[:, i], seeds[:, j]) for i in range(k) for j in range(i + 1, k)}
+            rest = [_tau(seeds[:, i], np.delete(seeds, i, axis=1).mean(axis=1)) for i in range(k)]
+            out[f"tau_seed_pairs_{group}"] = pairs
+            out[f"tau_seed_pairs_mean_{group}"] = round(float(np.mean([t[0] for t in pairs.values()])), 3)
+            out[f"tau_seed_vs_rest_mean_{group}"] = round(float(np.mean([t[0] for t in rest])), 3)
         out[f"tau_proxy_vs_macs_{group}"] = _tau([r["proxy_top1"] for r in rs], [r["macs"] for r in rs])
     accs = [r["test_top1"] for r in rows]
     seed_gaps = [max(r["test_top1_per_seed"]) - min(r["test_top1_per_seed"]) for r in rows
@@ -157,23 +165,50 @@ def _emit(res: dict, args) -> None:
         plot(res, args.plot)
 
 
-def rescore(args, cands, channels) -> None:
-    """Replace the proxies of a saved result by this run's (the scratch side does not depend on the
-    PruningNet); refuses unless the re-drawn vectors are the saved ones (same names and MACs)."""
-    res = json.loads(Path(args.rescore).read_text())
+def _saved_matching(path: str, flag: str, cands, channels) -> dict:
+    """A saved --json whose vectors are exactly the re-drawn ones (names, MACs, channels), or exit."""
+    res = json.loads(Path(path).read_text())
     if len(res["rows"]) != len(cands):
-        raise SystemExit(f"--rescore: {len(res['rows'])} saved vectors, {len(cands)} re-drawn; use the saved run's "
+        raise SystemExit(f"{flag}: {len(res['rows'])} saved vectors, {len(cands)} re-drawn; use the saved run's "
                          "--seed/--n-space/--n-band/--band-center/--band-width")
     by_name = {c.name: c for c in cands}
     for r in res["rows"]:
         c = by_name.get(r["name"])
         if c is None or c.macs != r["macs"] or r.get("channels", channels[c.name]) != channels[c.name]:
-            raise SystemExit(f"--rescore: vector {r['name']} does not match the saved one "
+            raise SystemExit(f"{flag}: vector {r['name']} does not match the saved one "
                              f"(MACs {r['macs']} saved, {c.macs if c else None} re-drawn); use the saved run's "
                              "--seed/--n-space/--n-band/--band-center/--band-width")
+    return res
+
+
+def rescore(args, cands, channels) -> None:
+    """Replace the proxies of a saved result by this run's (the scratch side does not depend on the
+    PruningNet); refuses unless the re-drawn vectors are the saved ones (same names and MACs)."""
+    res = _saved_matching(args.rescore, "--rescore", cands, channels)
+    by_name = {c.name: c for c in cands}
+    for r in res["rows"]:
+        c = by_name[r["name"]]
         r["proxy_top1_before"] = r["proxy_top1"]
         r["proxy_top1"], r["channels"] = c.proxy_top1, channels[c.name]
     res["proxy_run_before"], res["proxy_run"] = res.get("proxy_run", res["run"]), args.run
+    res.update(_tau_fields(res["rows"]))
+    res.update(diagnostics(res))
+    _emit(res, args)
+
+
+def add_seeds(res: dict, cands, per_seed: dict, args, wall_s: float) -> None:
+    """Append the new seeds' top-1 to a saved result; a vector missing any seed loses its mean."""
+    proxies = {c.name: c.proxy_top1 for c in cands}
+    for r in res["rows"]:
+        new = per_seed.get(r["name"], [])
+        seeds = r["test_top1_per_seed"] + new
+        whole = len(r["test_top1_per_seed"]) == res["seeds"] and len(seeds) == args.seeds
+        r["test_top1_per_seed"] = seeds
+        r["test_top1"] = float(np.mean(seeds)) if whole else None
+        r["test_top1_std"] = float(np.std(seeds, ddof=1)) if whole else 0.0
+    res["proxy_max_abs_diff"] = max(abs(proxies[r["name"]] - r["proxy_top1"]) for r in res["rows"])
+    res["seeds_before"], res["seeds"] = res["seeds"], args.seeds
+    res["added_seeds_run"], res["added_seeds_wall_s"] = args.run, wall_s
     res.update(_tau_fields(res["rows"]))
     res.update(diagnostics(res))
     _emit(res, args)
@@ -196,6 +231,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None, help="write the figure here, e.g. docs/fidelity.png")
     ap.add_argument("--plot-only", default=None, metavar="JSON", help="redraw --plot from a saved --json")
+    ap.add_argument("--add-seeds", default=None, metavar="JSON",
+                    help="keep a saved --json and train only the scratch seeds it lacks, up to --seeds (same "
+                         "--run, vectors and recipe flags as the saved run); the result, all seeds, goes to --json")
     ap.add_argument("--rescore", default=None, metavar="JSON",
                     help="keep a saved --json's scratch results and rescore only the proxies with --run's "
                          "PruningNet (same space, --seed/--n-space/--n-band/--band-center as the saved run)")
@@ -230,15 +268,31 @@ def main() -> None:
     overrides.update(recipe_overrides(args))
     cfg = load_train_config(args.recipe, overrides, run_dir=args.run)
     trials = trial_configs(cands, cfg, "scratch-e", args.epochs, args.seeds, 1.0, 0.0)
+    saved = None
+    if args.add_seeds:
+        saved = _saved_matching(args.add_seeds, "--add-seeds", cands, channels)
+        mine = {"epochs": args.epochs, "images": args.images, "warmup_epochs": cfg.recipe.warmup_epochs,
+                "augment": cfg.recipe.augment}
+        other = {k: v for k, v in mine.items() if saved.get(k) != v}
+        if other:
+            raise SystemExit(f"--add-seeds: {', '.join(f'{k} {v}' for k, v in other.items())} differ from the saved "
+                             f"run's ({', '.join(f'{k} {saved.get(k)}' for k in other)}); use its recipe flags")
+        if args.seeds <= saved["seeds"]:
+            raise SystemExit(f"--add-seeds: --seeds {args.seeds}: the saved run has {saved['seeds']}; ask for more")
+        trials = [t for t in trials if t["seed"] >= cfg.seed + saved["seeds"]]
     connect(None)
     sd = scratch_data(data, cfg.recipe, cfg.seed)
     storage = Path(args.run) / "fidelity"
     outcomes = run_trials(storage.resolve(), f"fidelity-{time.strftime('%H%M%S')}", trials, sd, cfg, 1.0, 0.0,
                           verbose=0)
-    per_seed: dict[str, list[float]] = {}
+    done: dict[str, dict[int, float]] = {}
     for o in outcomes:
         if o.error is None and o.metrics.get("epoch") == args.epochs:
-            per_seed.setdefault(o.trial["name"], []).append(float(o.metrics["test_top1"]))
+            done.setdefault(o.trial["name"], {})[o.trial["seed"]] = float(o.metrics["test_top1"])
+    per_seed = {name: [by_seed[k] for k in sorted(by_seed)] for name, by_seed in done.items()}
+    if saved is not None:
+        add_seeds(saved, cands, per_seed, args, round(time.time() - t0, 1))
+        return
     rows = [{"name": c.name, "macs": c.macs, "channels": channels[c.name], "proxy_top1": c.proxy_top1,
              "test_top1": float(np.mean(per_seed[c.name])) if c.name in per_seed else None,
              "test_top1_std": float(np.std(per_seed[c.name], ddof=1)) if len(per_seed.get(c.name, [])) > 1 else 0.0,

@@ -221,12 +221,18 @@ def main() -> None:
               "tau_macs_all": base.get("tau_macs_all"), "tau_macs_band": base.get("tau_macs_band"),
               "ceiling_seed0_vs_seed1_all": diag.get("tau_seed0_vs_seed1_all"),
               "ceiling_seed0_vs_seed1_band": diag.get("tau_seed0_vs_seed1_band"),
+              # with >= 3 scratch seeds: the mean tau over seed pairs, and of each seed vs the others' mean
+              **{f"ceiling_{k}": v for k, v in diag.items() if k.startswith(("tau_seed_pairs", "tau_seed_vs_rest"))},
               "beats_default": decide(table), "wall_s": round(time.time() - t0, 1)}
     print(json.dumps(report, indent=1))
     ceil_all, ceil_band = report["ceiling_seed0_vs_seed1_all"], report["ceiling_seed0_vs_seed1_band"]
     print(f"ceiling (scratch seed 0 vs 1): all {ceil_all[0] if ceil_all else '-'}, band "
           f"{ceil_band[0] if ceil_band else '-'}; MACs alone: all {report['tau_macs_all'][0]}, band "
           f"{report['tau_macs_band'][0]}")
+    if "ceiling_tau_seed_pairs_mean_all" in report:
+        print(f"ceiling over seed pairs: all {report['ceiling_tau_seed_pairs_mean_all']:+.3f}, band "
+              f"{report['ceiling_tau_seed_pairs_mean_band']:+.3f}; one seed vs the others' mean: all "
+              f"{report['ceiling_tau_seed_vs_rest_mean_all']:+.3f}, band {report['ceiling_tau_seed_vs_rest_mean_band']:+.3f}")
     for arm in arms:
         for score in SCORES:
             t = table[arm][score]
