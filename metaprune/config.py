@@ -243,11 +243,14 @@ def from_dict(schema: type[T], doc: Mapping[str, Any], prefix: str = "") -> T:
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                base: Mapping[str, Any] | None = None) -> T:
-    """``base`` (a dict), overlaid by the YAML at ``path``, overlaid by ``overrides``, as ``schema``."""
+                base: Mapping[str, Any] | None = None, over: Mapping[str, Any] | None = None) -> T:
+    """``base`` (a dict), overlaid by the YAML at ``path``, then by ``over`` (a dict), then by
+    ``overrides`` (``--set`` pairs), as ``schema``."""
     doc = dict(base or {})
     if path is not None:
         doc = _deep_merge(doc, read_yaml(path))
+    if over:
+        doc = _deep_merge(doc, over)
     return from_dict(schema, apply_overrides(doc, overrides or {}))
 
 

@@ -185,6 +185,24 @@ def test_shipped_recipes_load(name):
     assert cfg.recipe.epochs >= 1 and cfg.recipe.lr > 0
 
 
+def test_a_run_keeps_its_data_under_any_recipe(tmp_path):
+    """The ImageNet recipes say ``data.root: null``; scratch training of a run meta-trained with
+    ``data.root=/data/imagenet`` must still read /data/imagenet (the run's data wins over the
+    recipe's), and ``--set data.root=...`` still changes it."""
+    from metaprune.training import load_train_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 3\ndata:\n  name: imagefolder\n  root: /data/imagenet\n"
+                                     "  image_size: 160\n")
+    assert load_train_config("imagenet_mobilenet_v2").data.root is None
+    cfg = load_train_config("imagenet_mobilenet_v2", {}, run)
+    assert (cfg.data.name, cfg.data.root, cfg.data.image_size) == ("imagefolder", "/data/imagenet", 160)
+    assert cfg.recipe.epochs == load_train_config("imagenet_mobilenet_v2").recipe.epochs  # the recipe's own
+    assert load_train_config("imagenet_mobilenet_v2", {"data.root": "/elsewhere"}, run).data.root == "/elsewhere"
+    assert load_train_config("smoke", {}, run).seed == 0  # a recipe's seed still picks the scratch seeds
+
+
 def test_a_bad_recipe_key_is_named(cli, tmp_path):
     f = _spec_file(tmp_path, "e", 5, 50.0)
     code, _, err = cli("train", tmp_path / "run", "--spec", f, "--set", "recipe.lr=-1")

