@@ -96,8 +96,8 @@ def diagnostics(res: dict) -> dict:
             pairs = {f"{i}v{j}": _tau(seeds[:, i], seeds[:, j]) for i in range(k) for j in range(i + 1, k)}
             rest = [_tau(seeds[:, i], np.delete(seeds, i, axis=1).mean(axis=1)) for i in range(k)]
             out[f"tau_seed_pairs_{group}"] = pairs
-            out[f"tau_seed_pairs_mean_{group}"] = round(float(np.mean([t[0] for t in pairs.values()])), 3)
-            out[f"tau_seed_vs_rest_mean_{group}"] = round(float(np.mean([t[0] for t in rest])), 3)
+            out[f"tau_seed_pairs_mean_{group}"] = round(float(np.nanmean([t[0] for t in pairs.values()])), 3)
+            out[f"tau_seed_vs_rest_mean_{group}"] = round(float(np.nanmean([t[0] for t in rest])), 3)
         out[f"tau_proxy_vs_macs_{group}"] = _tau([r["proxy_top1"] for r in rs], [r["macs"] for r in rs])
     accs = [r["test_top1"] for r in rows]
     seed_gaps = [max(r["test_top1_per_seed"]) - min(r["test_top1_per_seed"]) for r in rows
@@ -272,8 +272,9 @@ def main() -> None:
     if args.add_seeds:
         saved = _saved_matching(args.add_seeds, "--add-seeds", cands, channels)
         mine = {"epochs": args.epochs, "images": args.images, "warmup_epochs": cfg.recipe.warmup_epochs,
-                "augment": cfg.recipe.augment}
-        other = {k: v for k, v in mine.items() if saved.get(k) != v}
+                "augment": cfg.recipe.augment, "data": run.config.data.name, "test_images": args.test_images,
+                "recipe": args.recipe, "scratch_seed": cfg.seed}
+        other = {k: v for k, v in mine.items() if k in saved and saved[k] != v}  # older files lack the last four
         if other:
             raise SystemExit(f"--add-seeds: {', '.join(f'{k} {v}' for k, v in other.items())} differ from the saved "
                              f"run's ({', '.join(f'{k} {saved.get(k)}' for k in other)}); use its recipe flags")
@@ -299,7 +300,8 @@ def main() -> None:
              "test_top1_per_seed": per_seed.get(c.name, [])} for c in cands]
     res = {"run": args.run, "proxy_run": args.run, "data": run.config.data.name, "seed": args.seed,
            "epochs": args.epochs, "images": args.images, "seeds": args.seeds, "warmup_epochs": cfg.recipe.warmup_epochs,
-           "augment": cfg.recipe.augment,
+           "augment": cfg.recipe.augment, "test_images": args.test_images, "recipe": args.recipe,
+           "scratch_seed": cfg.seed,
            "sampling": "space: one per equal-width MACs bin; band: uniform draws", "band_center_macs": int(center),
            "band_width": args.band_width,
            **_tau_fields(rows), "wall_s": round(time.time() - t0, 1), "rows": rows}

@@ -229,7 +229,7 @@ def main() -> None:
     print(f"ceiling (scratch seed 0 vs 1): all {ceil_all[0] if ceil_all else '-'}, band "
           f"{ceil_band[0] if ceil_band else '-'}; MACs alone: all {report['tau_macs_all'][0]}, band "
           f"{report['tau_macs_band'][0]}")
-    if "ceiling_tau_seed_pairs_mean_all" in report:
+    if "ceiling_tau_seed_pairs_mean_all" in report and "ceiling_tau_seed_pairs_mean_band" in report:
         print(f"ceiling over seed pairs: all {report['ceiling_tau_seed_pairs_mean_all']:+.3f}, band "
               f"{report['ceiling_tau_seed_pairs_mean_band']:+.3f}; one seed vs the others' mean: all "
               f"{report['ceiling_tau_seed_vs_rest_mean_all']:+.3f}, band {report['ceiling_tau_seed_vs_rest_mean_band']:+.3f}")

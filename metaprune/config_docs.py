@@ -40,9 +40,8 @@ def _schemas() -> list[tuple[str, type, str, str]]:
          "`metaprune search RUN -c NAME|FILE`; shipped: `configs/search/*.yaml`",
          "metaprune search runs/demo -c smoke --set generations=5"),
         ("Scratch-training recipe", TrainConfig,
-         "`metaprune train RUN --recipe NAME|FILE`; shipped: `configs/train/*.yaml`; `seed` defaults "
-         "to the run's own; the run's `data` section wins over the recipe's (a network trains on the data it was "
-         "searched on); `--set data.KEY=...` changes it",
+         "`metaprune train RUN --recipe NAME|FILE`; shipped: `configs/train/*.yaml`; `seed` and `data` "
+         "default to the run's own (a `null` in the recipe's `data` keeps the run's value)",
          "metaprune train runs/demo --spec best.json --recipe smoke --set recipe.epochs=8"),
     ]
 

@@ -187,19 +187,23 @@ def test_shipped_recipes_load(name):
 
 def test_a_run_keeps_its_data_under_any_recipe(tmp_path):
     """The ImageNet recipes say ``data.root: null``; scratch training of a run meta-trained with
-    ``data.root=/data/imagenet`` must still read /data/imagenet (the run's data wins over the
-    recipe's), and ``--set data.root=...`` still changes it."""
+    ``data.root=/data/imagenet`` must still read /data/imagenet (a null keeps the run's value, the
+    recipe's other values apply), and a recipe's own root or ``--set data.root=...`` still change it."""
     from metaprune.training import load_train_config
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("seed: 3\ndata:\n  name: imagefolder\n  root: /data/imagenet\n"
-                                     "  image_size: 160\n")
+                                     "  image_size: 160\n  workers: 2\n")
     assert load_train_config("imagenet_mobilenet_v2").data.root is None
     cfg = load_train_config("imagenet_mobilenet_v2", {}, run)
-    assert (cfg.data.name, cfg.data.root, cfg.data.image_size) == ("imagefolder", "/data/imagenet", 160)
+    assert (cfg.data.name, cfg.data.root, cfg.data.image_size) == ("imagefolder", "/data/imagenet", 224)
     assert cfg.recipe.epochs == load_train_config("imagenet_mobilenet_v2").recipe.epochs  # the recipe's own
     assert load_train_config("imagenet_mobilenet_v2", {"data.root": "/elsewhere"}, run).data.root == "/elsewhere"
+    moved = tmp_path / "moved.yaml"  # a recipe's own path (data moved since meta-training) still wins
+    moved.write_text("data:\n  root: /mnt/imagenet\n  workers: null\nrecipe:\n  epochs: 3\n")
+    cfg = load_train_config(str(moved), {}, run)
+    assert (cfg.data.root, cfg.data.workers, cfg.recipe.epochs) == ("/mnt/imagenet", 2, 3)
     assert load_train_config("smoke", {}, run).seed == 0  # a recipe's seed still picks the scratch seeds
 
 

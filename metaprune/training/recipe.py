@@ -89,19 +89,18 @@ def recipe_path(name_or_path: str) -> Path:
 
 def load_train_config(recipe: str | None, overrides: Mapping[str, Any] | None = None,
                       run_dir: str | Path | None = None) -> TrainConfig:
-    """The recipe file over the run's own ``seed``; the run's ``data`` section (``RUN/config.yaml``)
-    over the recipe's, since a network is trained on the data it was searched on (a recipe's
-    ``data.root: null`` must not send a run's scratch training to ``./data``); then ``--set``
-    overrides, which may change either."""
+    """The recipe file over the run's own ``seed`` and ``data`` section (``RUN/config.yaml``), then
+    ``--set`` overrides. A ``null`` in the recipe's ``data`` section keeps the run's value: the
+    shipped ImageNet and CIFAR recipes say ``data.root: null``, which must not send a run meta-trained
+    on ``data.root=/data/imagenet`` to ``./data`` (a recipe's own path, or ``--set``, still wins)."""
     base: dict = {}
-    over: dict = {}
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
         run_cfg = read_yaml(Path(run_dir) / "config.yaml")
-        if "seed" in run_cfg:
-            base["seed"] = run_cfg["seed"]
-        if isinstance(run_cfg.get("data"), dict):
-            over["data"] = run_cfg["data"]
-    return load_config(TrainConfig, recipe_path(recipe) if recipe else None, overrides, base, over)
+        base = {k: run_cfg[k] for k in ("seed", "data") if k in run_cfg}
+    doc = read_yaml(recipe_path(recipe)) if recipe else {}
+    if isinstance(doc.get("data"), dict) and isinstance(base.get("data"), dict):
+        doc = {**doc, "data": {k: v for k, v in doc["data"].items() if v is not None}}
+    return load_config(TrainConfig, None, overrides, base, doc)
 
 
 def scratch_epochs(recipe: Recipe, budget: str, macs: int, full_macs: int) -> int:
