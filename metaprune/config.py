@@ -243,21 +243,22 @@ def from_dict(schema: type[T], doc: Mapping[str, Any], prefix: str = "") -> T:
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                base: Mapping[str, Any] | None = None, over: Mapping[str, Any] | None = None) -> T:
-    """``base`` (a dict), overlaid by the YAML at ``path``, then by ``over`` (a dict), then by
-    ``overrides`` (``--set`` pairs), as ``schema``."""
+                base: Mapping[str, Any] | None = None) -> T:
+    """``base`` (a dict), overlaid by the YAML at ``path``, overlaid by ``overrides``, as ``schema``.
+    A ``null`` in the YAML keeps a value ``base`` sets (the YAML refines ``base``, never erases it)."""
     doc = dict(base or {})
     if path is not None:
-        doc = _deep_merge(doc, read_yaml(path))
-    if over:
-        doc = _deep_merge(doc, over)
+        doc = _deep_merge(doc, read_yaml(path), keep_on_null=True)
     return from_dict(schema, apply_overrides(doc, overrides or {}))
 
 
-def _deep_merge(a: dict, b: Mapping) -> dict:
+def _deep_merge(a: dict, b: Mapping, keep_on_null: bool = False) -> dict:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v, keep_on_null)
+        elif v is not None or not keep_on_null or k not in out:
+            out[k] = v
     return out
 
 

@@ -97,10 +97,7 @@ def load_train_config(recipe: str | None, overrides: Mapping[str, Any] | None = 
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
         run_cfg = read_yaml(Path(run_dir) / "config.yaml")
         base = {k: run_cfg[k] for k in ("seed", "data") if k in run_cfg}
-    doc = read_yaml(recipe_path(recipe)) if recipe else {}
-    if isinstance(doc.get("data"), dict) and isinstance(base.get("data"), dict):
-        doc = {**doc, "data": {k: v for k, v in doc["data"].items() if v is not None}}
-    return load_config(TrainConfig, None, overrides, base, doc)
+    return load_config(TrainConfig, recipe_path(recipe) if recipe else None, overrides, base)
 
 
 def scratch_epochs(recipe: Recipe, budget: str, macs: int, full_macs: int) -> int:
