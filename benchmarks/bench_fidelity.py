@@ -214,9 +214,43 @@ def add_seeds(res: dict, cands, per_seed: dict, args, wall_s: float) -> None:
     _emit(res, args)
 
 
+def merge(paths: list[str]) -> dict:
+    """One result from several ``--json`` files of the same run and recipe (e.g. a second draw of
+    ``--n-space`` vectors with another ``--seed``): rows renumbered per group in file order, a
+    vector drawn twice refused, taus and diagnostics recomputed over the union."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    same = ("run", "data", "epochs", "images", "seeds", "warmup_epochs", "augment", "test_images", "recipe",
+            "scratch_seed")
+    first = parts[0]
+    for p, res in zip(paths[1:], parts[1:]):
+        other = [k for k in same if res.get(k) != first.get(k)]
+        if other:
+            raise SystemExit(f"--merge: {p}: {', '.join(f'{k} {res.get(k)!r}' for k in other)} differ from "
+                             f"{paths[0]}'s ({', '.join(f'{k} {first.get(k)!r}' for k in other)})")
+    rows, seen, count = [], {}, {}
+    for p, res in zip(paths, parts):
+        for r in res["rows"]:
+            key = tuple(r["channels"])
+            if key in seen:
+                raise SystemExit(f"--merge: {p}: vector {r['name']} is {seen[key]} again")
+            group = r["name"].split("-")[0]
+            name = f"{group}-{count.get(group, 0)}"
+            count[group] = count.get(group, 0) + 1
+            seen[key] = name
+            rows.append({**r, "name": name, "drawn_as": f"{Path(p).name}:{r['name']}"})
+    res = {**{k: first.get(k) for k in (*same, "proxy_run", "sampling", "band_width")},
+           "merged": [{"file": p, "seed": r["seed"], "vectors": len(r["rows"]), "wall_s": r.get("wall_s")}
+                      for p, r in zip(paths, parts)],
+           "band_center_macs": next((r["band_center_macs"] for r in parts
+                                     if any(x["name"].startswith("band") for x in r["rows"])), first["band_center_macs"]),
+           **_tau_fields(rows), "rows": rows}
+    res.update(diagnostics(res))
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", help="the run directory (required unless --merge or --plot-only)")
     ap.add_argument("--n-space", type=int, default=16)
     ap.add_argument("--n-band", type=int, default=8)
     ap.add_argument("--band-center", type=float, default=0.5, help="fraction of the MACs range")
@@ -237,12 +271,20 @@ def main() -> None:
     ap.add_argument("--rescore", default=None, metavar="JSON",
                     help="keep a saved --json's scratch results and rescore only the proxies with --run's "
                          "PruningNet (same space, --seed/--n-space/--n-band/--band-center as the saved run)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="merge saved --json files of the same run and recipe into one (--json, --plot); "
+                         "trains nothing")
     args = ap.parse_args()
+    if args.merge:
+        _emit(merge(args.merge), args)
+        return
     if args.plot_only:
         res = json.loads(Path(args.plot_only).read_text())
         print(json.dumps(diagnostics(res), indent=1))
         plot(res, args.plot or "fidelity.png")
         return
+    if not args.run:
+        ap.error("--run is required")
     t0 = time.time()
     run = open_run(args.run)
     space, data = run.space, run.load_data()

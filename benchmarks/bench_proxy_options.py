@@ -114,7 +114,7 @@ def score_rows(run: Path, rows: list[dict]) -> list[dict]:
             raise SystemExit(f"{run}: vector {row['name']} of the scratch file is not in this run's space "
                              f"(MACs {row['macs']} there); meta-train with the scratch file's config")
         res = evaluate(net, ch, data, max_images=None, batches=batches)
-        out.append({"name": row["name"], "top1": res["top1"], "loss": res["loss"]})
+        out.append({"name": row["name"], "macs": row["macs"], "top1": res["top1"], "loss": res["loss"]})
     return out
 
 
@@ -200,9 +200,16 @@ def main() -> None:
     per_run = {}
     for (arm, seed), (run, info) in runs.items():
         f = out / f"scores-{arm}-{seed}.json"
-        if not f.is_file():
-            f.write_text(json.dumps(score_rows(run, rows), indent=1))
-        scored = json.loads(f.read_text())
+        scored = json.loads(f.read_text()) if f.is_file() else []
+        have = {s["name"]: s for s in scored}
+        for r in rows:  # a cached score is kept only for the very vector it scored
+            if r["name"] in have and have[r["name"]].get("macs", r["macs"]) != r["macs"]:
+                raise SystemExit(f"{f}: {r['name']} scored a vector of {have[r['name']]['macs']} MACs, the scratch "
+                                 f"file's has {r['macs']}; use a new --out")
+        missing = [r for r in rows if r["name"] not in have]
+        if missing:  # scratch files grow (bench_fidelity.py --merge): score only the new vectors
+            scored += score_rows(run, missing)
+            f.write_text(json.dumps(scored, indent=1))
         per_run[(arm, seed)] = {**info, "tau": taus(rows, scored)}
     table = {}
     for arm in arms:

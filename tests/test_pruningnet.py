@@ -432,6 +432,18 @@ def test_a_run_refuses_data_whose_splits_changed(smoke_run, cli, tmp_path):
     code, _, err = cli("evaluate", str(run), "--uniform", "1.0")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "search split" in err and "differ" in err
+    # scratch training and the criteria read the same checked splits (the run's seed, not the
+    # recipe's), so they never train on the search split's images
+    from metaprune.store.runs import open_run
+    from metaprune.store.specfile import save_spec
+    from pruningnet import make_spec
+
+    sp = open_run(run).space
+    spec = save_spec(make_spec(sp, sp.uniform_channels(0.5)), tmp_path / "half.json")
+    for args in (("train", str(run), "--spec", str(spec)), ("baseline", str(run), "--criteria", "l1", "--like",
+                                                          str(spec))):
+        code, _, err = cli(*args, "--recipe", "smoke")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "search split" in err, (args, err)
 
 
 def test_bn_batches_stay_in_host_memory_whatever_the_device(smoke_run):

@@ -64,7 +64,7 @@ def baseline(run_dir, criteria, max_macs, like, seeds, slimming, full_checkpoint
     req = BaselineRequest(names, budget, seeds, slimming, full_checkpoint, normalizer, taylor_batches)
     check_request(req, run.space)
     cfg = load_train_config(recipe, parse_key_values(sets, "--set"), Path(run_dir))
-    data = scratch_data(run.load_data(), cfg.recipe, cfg.seed)
+    data = scratch_data(run.load_data(cfg.data), cfg.recipe, cfg.seed)
     check_fits(run.space.name, run.space.options, data, f"run {run_dir!r}")
     checkpoint_model = None
     if full_checkpoint:

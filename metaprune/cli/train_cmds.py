@@ -13,6 +13,19 @@ from .common import CPUS_PER_TRIAL, GPUS_PER_TRIAL, echo_json, json_option, lock
 from .group import cli
 
 
+def _splits(run: Path, cfg):
+    """What scratch training reads: a run's own splits, carved with the run's seed (not the
+    recipe's, which picks the scratch seeds) and checked against its ``split.json``, so no image of
+    its search split is trained on; the recipe's data for a directory of spec files only."""
+    import os
+
+    from ..store.runs import open_run
+
+    if os.path.lexists(run / "config.yaml"):
+        return open_run(run).load_data(cfg.data)
+    return cfg.data.load(cfg.seed)
+
+
 @cli.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
 @click.option("--top", type=click.IntRange(1, 100_000), default=None,
@@ -71,7 +84,7 @@ def train(run_dir: str, top: int | None, spec_files: tuple[str, ...], budget: st
         candidates = [c.row() for c in cands]
     outcomes = list(finished)
     if trials or not resume:
-        data = scratch_data(cfg.data.load(cfg.seed), cfg.recipe, cfg.seed)
+        data = scratch_data(_splits(run, cfg), cfg.recipe, cfg.seed)
         for c in candidates:
             check_fits(c["space"], c["options"], data, c["name"])
         started = connect(address)

@@ -21,7 +21,7 @@ from pruningnet.errors import UserError
 from pruningnet.spaces import Space, get_space
 
 from ..config import dump_yaml, from_dict, read_yaml, to_dict
-from ..data import DataSplits
+from ..data import DataConfig, DataSplits
 from ..data.splits import fingerprints
 from .fileio import load_weights, open_regular, write_json, write_text
 from ..metatrain.config import MetaTrainConfig
@@ -52,21 +52,24 @@ class Run:
     def seed(self) -> int:
         return self.config.seed
 
-    def load_data(self) -> DataSplits:
-        """The run's splits; :class:`UserError` when they are not the ones the run was created with
-        (its ``split.json`` fingerprints), since a search would then score candidates on images the
-        PruningNet trained on."""
+    def load_data(self, data_config: DataConfig | None = None) -> DataSplits:
+        """The run's splits, carved with the run's seed from its own data section or ``data_config``
+        (a scratch recipe's: the same data moved, read with more workers); :class:`UserError` when
+        they are not the ones the run was created with (its ``split.json`` fingerprints), since a
+        search would then score candidates on images the PruningNet trained on, and scratch training
+        could train on the search split."""
         f = self.path / "split.json"
         recorded = SPLIT_FILE.read(f).get("fingerprints") if os.path.lexists(f) else None
-        data = self.config.data.load(self.config.seed)
+        data = (data_config or self.config.data).load(self.config.seed)
         if recorded:
             now = fingerprints(data)
             changed = [k for k, v in recorded.items() if v is not None and now.get(k) != v]
             if changed:
                 raise UserError(f"run {str(self.path)!r}: the {'/'.join(changed)} split(s) of dataset "
                                 f"{data.name!r} differ from the ones the run was created with (data or "
-                                "metaprune's split code changed); searching would score on images the "
-                                "PruningNet may have trained on. Meta-train a new run on the current data")
+                                "metaprune's split code changed); a search would score, and scratch "
+                                "training could train, on images the PruningNet or the search saw. Point "
+                                "data.root at the run's data, or meta-train a new run on the current data")
         return data
 
     def pruningnet_fingerprint(self) -> str | None:
