@@ -217,13 +217,16 @@ def add_seeds(res: dict, cands, per_seed: dict, args, wall_s: float) -> None:
 def merge(paths: list[str]) -> dict:
     """One result from several ``--json`` files of the same run and recipe (e.g. a second draw of
     ``--n-space`` vectors with another ``--seed``): rows renumbered per group in file order, a
-    vector drawn twice refused, taus and diagnostics recomputed over the union."""
+    vector drawn twice refused, taus and diagnostics recomputed over the union. The recipe fields
+    must match where both files record them (older files lack the last four); the runs may differ
+    (each part's is recorded: proxies of two runs mix only if they are the same PruningNet, which
+    ``--rescore`` shows)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    same = ("run", "data", "epochs", "images", "seeds", "warmup_epochs", "augment", "test_images", "recipe",
+    same = ("data", "epochs", "images", "seeds", "warmup_epochs", "augment", "test_images", "recipe",
             "scratch_seed")
     first = parts[0]
     for p, res in zip(paths[1:], parts[1:]):
-        other = [k for k in same if res.get(k) != first.get(k)]
+        other = [k for k in same if k in res and k in first and res[k] != first[k]]
         if other:
             raise SystemExit(f"--merge: {p}: {', '.join(f'{k} {res.get(k)!r}' for k in other)} differ from "
                              f"{paths[0]}'s ({', '.join(f'{k} {first.get(k)!r}' for k in other)})")
@@ -238,8 +241,10 @@ def merge(paths: list[str]) -> dict:
             count[group] = count.get(group, 0) + 1
             seen[key] = name
             rows.append({**r, "name": name, "drawn_as": f"{Path(p).name}:{r['name']}"})
-    res = {**{k: first.get(k) for k in (*same, "proxy_run", "sampling", "band_width")},
-           "merged": [{"file": p, "seed": r["seed"], "vectors": len(r["rows"]), "wall_s": r.get("wall_s")}
+    res = {**{k: next((r[k] for r in parts if k in r), None) for k in (*same, "sampling", "band_width")},
+           "merged": [{"file": p, "run": r["run"], "proxy_run": r.get("proxy_run"),
+                       "added_seeds_run": r.get("added_seeds_run"), "seed": r["seed"], "vectors": len(r["rows"]),
+                       "wall_s": r.get("wall_s"), "added_seeds_wall_s": r.get("added_seeds_wall_s")}
                       for p, r in zip(paths, parts)],
            "band_center_macs": next((r["band_center_macs"] for r in parts
                                      if any(x["name"].startswith("band") for x in r["rows"])), first["band_center_macs"]),
