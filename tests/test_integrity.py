@@ -346,6 +346,7 @@ LOCKED = [
     pytest.param(["baseline", "{run}", "--criteria", "l1", "--max-macs", "{budget}"], id="baseline"),
     pytest.param(["export", "{run}", "--id", "0", "-o", "{run}/exports/x.json"], id="export-into-run"),
     pytest.param(["train", "{run}", "--spec", "{spec}", "--epochs", "1"], id="train"),
+    pytest.param(["latency", "build", "{run}", "--threads", "1", "--clock", "cpu"], id="latency-build-into-run"),
 ]
 
 

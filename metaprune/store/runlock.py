@@ -1,12 +1,13 @@
 """One writer per run directory: an ``fcntl.flock`` on ``RUN/run.lock`` held for a job's life.
 
 Every job that writes into a run (``train-pruningnet``, fresh and ``--resume``; ``search``;
-``baseline``; ``export`` into the run; ``train``) holds it, so two of them never interleave config,
+``baseline``; ``export`` or ``latency build`` into the run; ``train``) holds it, so two of them never interleave config,
 weights, metrics or results. The kernel releases the lock when its holder exits, however it dies
 (``kill -9`` included): there is no stale lock to guess about. The file is never deleted (deleting a
 lock file lets two processes lock two different files); while held it names the holder's job, pid
 and host, and it is emptied on release. Readers (``evaluate``, ``pareto``, ``report``, the service)
-take no lock: every file they read is replaced atomically.
+take no lock: every file they read is replaced atomically (``pareto`` and ``report`` replace their
+own plots and cache, which no job writes, atomically too).
 
 Needs a filesystem with working ``flock`` (local disks do; some network filesystems do not).
 """
