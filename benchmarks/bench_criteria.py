@@ -84,6 +84,12 @@ def main() -> None:
 
     space = open_run(run).space
     full = int(cost_model(space).macs(space.max_channels())[0])
+    least = int(cost_model(space).macs(space.min_channels())[0])
+    low = [f for f in args.fractions.split(",") if float(f) * full < least]
+    if low:  # before anything is searched or trained
+        raise SystemExit(f"--fractions {','.join(low)}: below the narrowest network of the space "
+                         f"({least:,} MACs, {least / full:.1%} of the full {full:,}); accepted: fractions >= "
+                         f"{least / full:.3f}")
     report = {"regime": vars(args), "full_macs": full, "budgets": []}
     for frac in (float(f) for f in args.fractions.split(",")):
         budget = int(frac * full)
