@@ -62,6 +62,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--fractions", default="0.6,0.3",
                     help="budgets as fractions of the full MACs, largest first (see the constrained fallback)")
+    ap.add_argument("--search", choices=("pareto", "constrained"), default="pareto",
+                    help="pareto: one Pareto search, the pick its widest point under each budget (falls back to "
+                         "constrained where none fits); constrained: MetaPruning's search at each budget itself "
+                         "(each replaces the run's search)")
     add_recipe_flags(ap)
     ap.add_argument("--out", required=True)
     ap.add_argument("--json", required=True)
@@ -78,7 +82,7 @@ def main() -> None:
         shutil.rmtree(run, ignore_errors=True)
         mp("train-pruningnet", "-c", args.config, "--run-dir", run, "--quiet",
            "--set", f"space.options.width_mult={args.width_mult}")
-    if not (run / "search" / "front.json").is_file():
+    if args.search == "pareto" and not (run / "search" / "front.json").is_file():
         mp("search", run, "-c", args.config, "--strategy", "pareto", "--quiet", "--overwrite")
     from metaprune.store.runs import open_run
 
@@ -95,7 +99,8 @@ def main() -> None:
         budget = int(frac * full)
         searched = out / f"searched-{frac:.2f}.json"
         how = "pareto"
-        if mp("export", run, "--max-macs", budget, "-o", searched, check=False) is None:
+        if args.search == "constrained" or mp("export", run, "--max-macs", budget, "-o", searched,
+                                               check=False) is None:
             # the Pareto front does not reach this budget: MetaPruning's constrained search at it
             # (replaces the Pareto search, hence budgets largest first)
             how = "constrained"
