@@ -87,15 +87,16 @@ def main() -> None:
     from metaprune.store.runs import open_run
 
     space = open_run(run).space
-    full = int(cost_model(space).macs(space.max_channels())[0])
-    least = int(cost_model(space).macs(space.min_channels())[0])
-    low = [f for f in args.fractions.split(",") if float(f) * full < least]
+    cm = cost_model(space)
+    full, least = int(cm.macs(space.max_channels())[0]), int(cm.macs(space.min_channels())[0])
+    fractions = [float(f) for f in args.fractions.split(",")]
+    low = [f for f in fractions if f * full < least]
     if low:  # before anything is searched or trained
-        raise SystemExit(f"--fractions {','.join(low)}: below the narrowest network of the space "
+        raise SystemExit(f"--fractions {','.join(map(str, low))}: below the narrowest network of the space "
                          f"({least:,} MACs, {least / full:.1%} of the full {full:,}); accepted: fractions >= "
                          f"{least / full:.3f}")
     report = {"regime": vars(args), "full_macs": full, "budgets": []}
-    for frac in (float(f) for f in args.fractions.split(",")):
+    for frac in fractions:
         budget = int(frac * full)
         searched = out / f"searched-{frac:.2f}.json"
         how = "pareto"

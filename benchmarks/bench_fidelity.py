@@ -165,6 +165,19 @@ def _emit(res: dict, args) -> None:
         plot(res, args.plot)
 
 
+#: the recipe fields a result records; two results mix only where these agree (files written before
+#: the last four were recorded lack them, and are not compared on them)
+RECIPE_KEYS = ("data", "epochs", "images", "warmup_epochs", "augment", "test_images", "recipe", "scratch_seed")
+
+
+def _check_same_recipe(flag: str, mine: dict, saved: dict, saved_name: str, keys=RECIPE_KEYS) -> None:
+    """Exit naming every field of ``keys`` that both results record and disagree on."""
+    other = [k for k in keys if k in mine and k in saved and mine[k] != saved[k]]
+    if other:
+        raise SystemExit(f"{flag}: {', '.join(f'{k} {mine[k]!r}' for k in other)} differ from {saved_name}'s "
+                         f"({', '.join(f'{k} {saved[k]!r}' for k in other)}); use its recipe flags")
+
+
 def _saved_matching(path: str, flag: str, cands, channels) -> dict:
     """A saved --json whose vectors are exactly the re-drawn ones (names, MACs, channels), or exit."""
     res = json.loads(Path(path).read_text())
@@ -222,14 +235,10 @@ def merge(paths: list[str]) -> dict:
     (each part's is recorded: proxies of two runs mix only if they are the same PruningNet, which
     ``--rescore`` shows)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    same = ("data", "epochs", "images", "seeds", "warmup_epochs", "augment", "test_images", "recipe",
-            "scratch_seed")
+    same = (*RECIPE_KEYS, "seeds")
     first = parts[0]
     for p, res in zip(paths[1:], parts[1:]):
-        other = [k for k in same if k in res and k in first and res[k] != first[k]]
-        if other:
-            raise SystemExit(f"--merge: {p}: {', '.join(f'{k} {res.get(k)!r}' for k in other)} differ from "
-                             f"{paths[0]}'s ({', '.join(f'{k} {first.get(k)!r}' for k in other)})")
+        _check_same_recipe(f"--merge: {p}", res, first, paths[0], same)
     rows, seen, count = [], {}, {}
     for p, res in zip(paths, parts):
         for r in res["rows"]:
@@ -321,10 +330,7 @@ def main() -> None:
         mine = {"epochs": args.epochs, "images": args.images, "warmup_epochs": cfg.recipe.warmup_epochs,
                 "augment": cfg.recipe.augment, "data": run.config.data.name, "test_images": args.test_images,
                 "recipe": args.recipe, "scratch_seed": cfg.seed}
-        other = {k: v for k, v in mine.items() if k in saved and saved[k] != v}  # older files lack the last four
-        if other:
-            raise SystemExit(f"--add-seeds: {', '.join(f'{k} {v}' for k, v in other.items())} differ from the saved "
-                             f"run's ({', '.join(f'{k} {saved.get(k)}' for k in other)}); use its recipe flags")
+        _check_same_recipe("--add-seeds", mine, saved, "the saved run")
         if args.seeds <= saved["seeds"]:
             raise SystemExit(f"--add-seeds: --seeds {args.seeds}: the saved run has {saved['seeds']}; ask for more")
         trials = [t for t in trials if t["seed"] >= cfg.seed + saved["seeds"]]
