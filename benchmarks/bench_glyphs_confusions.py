@@ -13,7 +13,7 @@ gap there, and a regime needs those classes merged or size kept as a cue.
 
 Networks: ``--full`` (a full-width state_dict of the run's space, as `metaprune baseline` caches it)
 and ``--trials`` (Ray trial directories of `metaprune train`: the channels come from ``params.json``,
-the weights from the last ``checkpoint_*/state.pt``, read with ``weights_only=True``). Every network
+the weights from its newest ``checkpoint_*/state.pt``, read with ``weights_only=True``). Every network
 is scored on the run's whole test split (every image of the test fonts).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from metaprune.baselines.full import load_full_checkpoint
 from metaprune.data.glyphs import CLASSES
 from metaprune.store.fileio import load_weights
 from metaprune.store.runs import open_run
+from metaprune.training.resume import last_checkpoint
 from pruningnet import build_model, make_spec
 
 EMNIST_MERGED = "CIJKLMOPSUVWXYZ"  # Cohen et al. 2017, EMNIST balanced: upper and lower case look alike
@@ -76,10 +77,11 @@ def summary(y: np.ndarray, p: np.ndarray, merged: list[set[int]]) -> dict:
 
 def trial_model(space, trial_dir: Path) -> torch.nn.Module:
     trial = json.loads((trial_dir / "params.json").read_text())["trial"]
-    ckpts = sorted(trial_dir.glob("checkpoint_*/state.pt"))
-    if not ckpts:
+    # the trial's newest epoch checkpoint in its experiment or the experiment's resumes
+    state_file = last_checkpoint(trial_dir.parent.parent, trial_dir.parent.name, trial)
+    if state_file is None:
         raise SystemExit(f"{trial_dir}: no checkpoint_*/state.pt")
-    state = load_weights(ckpts[-1], "trial checkpoint")
+    state = load_weights(state_file, "trial checkpoint")
     model = build_model(make_spec(space, trial["channels"]))
     model.load_state_dict(state["model"])
     return model

@@ -83,3 +83,17 @@ def lock_run(run_dir, job: str, create: bool = False):
     from ..store.runlock import run_lock
 
     return click.get_current_context().with_resource(run_lock(run_dir, job, create=create))
+
+
+def lock_run_if_inside(run_dir, path, job: str) -> None:
+    """Hold ``run_dir``'s lock (:func:`lock_run`) when ``path`` (a file about to be written, or a
+    spec beside it) lands inside the run directory: one writer per run. Elsewhere, no lock."""
+    import os
+    from pathlib import Path
+
+    try:
+        inside = Path(os.path.realpath(path)).is_relative_to(os.path.realpath(run_dir))
+    except OSError:
+        inside = False
+    if inside:
+        lock_run(run_dir, job)

@@ -21,7 +21,7 @@ from ..latency.table import DEFAULT_GRID_STEP
 from ..latency.timing import TimingConfig, check_clock
 from ..store.schemas import SPACE_FILE
 from ..store.specfile import load_spec
-from .common import check_device, echo_json, json_option, lock_run, options_option, parse_key_values
+from .common import check_device, echo_json, json_option, lock_run_if_inside, options_option, parse_key_values
 from .group import cli
 
 
@@ -80,8 +80,8 @@ def latency_build(target: str, options: tuple[str, ...], device: str, batch_size
         if run_dir is None:
             raise UserError("--out FILE is required when building for a space name")
         out = str(default_table_path(run_dir))
-    if run_dir is not None and Path(out).resolve().is_relative_to(Path(run_dir).resolve()):
-        lock_run(run_dir, "latency build")  # a table written into the run: one writer per run
+    if run_dir is not None:
+        lock_run_if_inside(run_dir, out, "latency build")
     key = current_key(device, batch_size, threads)
     check_clock(clock, key.device, key.threads)
     check_idle(key.device, key.threads, clock, busy_ok)

@@ -2,7 +2,6 @@
 the front, and export the pick."""
 from __future__ import annotations
 
-import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import click
 from pruningnet.errors import UserError
 
 from ..units import parse_count
-from .common import check_device, echo_json, json_option, lock_run, parse_key_values
+from .common import check_device, echo_json, json_option, lock_run_if_inside, parse_key_values
 from .group import cli
 
 _BUDGET_HELP = ("Budgets: --max-macs (alias --flops: the pruning papers' \"FLOPs\" are MACs, "
@@ -41,14 +40,6 @@ def _budgets(max_macs: str | None, max_params: str | None, max_latency_ms: float
                             "of ms up to 1e7")
         out["latency_ms"] = float(max_latency_ms)
     return out
-
-
-def _inside(path: Path, run_path: Path) -> bool:
-    """Whether ``path`` (or the spec written beside it) lands inside the run directory."""
-    try:
-        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(run_path))
-    except OSError:
-        return False
 
 
 def _scorer_factory(run_path: Path, device: str):
@@ -218,8 +209,7 @@ def export(run_dir, candidate_id, max_macs, max_params, max_latency_ms, output, 
     cand = pick_candidate(doc["candidates"], candidate_id=candidate_id, budgets=budgets)
     spec = candidate_spec(run.space, cand, doc, run.path)
     out = Path(output)
-    if _inside(out, run.path):  # writing into the run: one writer at a time
-        lock_run(run.path, "export")
+    lock_run_if_inside(run.path, out, "export")
     written = export_candidate(run, spec, out, fmt, with_weights, _scorer_factory(run.path, device))
     if as_json:
         echo_json({"id": cand["id"], "files": [str(p) for p in written], **spec.metrics})
